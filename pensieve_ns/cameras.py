@@ -1,0 +1,119 @@
+"""Camera conventions: the one module that converts between them.
+
+Conventions used across pensieve-ns (a name always says which one a tensor is in):
+
+* ``c2w_opencv`` [..., 4, 4]: camera-to-world, OpenCV axes (x right, y down, z forward). This is what the
+  model predicts and what every internal computation uses.
+* ``w2c_opencv`` [..., 4, 4]: its inverse, what gsplat calls a ``viewmat``.
+* ``c2w_opengl`` [..., 3|4, 4]: camera-to-world, OpenGL/Blender axes (x right, y up, z back), what
+  nerfstudio's ``Cameras`` and ``transforms.json`` hold.
+* quaternions are (w, x, y, z).
+* intrinsics ``K`` [..., 3, 3] are in pixels of the image they belong to, principal point in pixel units
+  where the top-left pixel's centre is (0.5, 0.5).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple, Union
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+Array = Union[np.ndarray, Tensor]
+
+# Flipping y and z of the camera axes maps OpenCV <-> OpenGL (the map is its own inverse).
+_FLIP_YZ = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def _flip(like: Array) -> Array:
+    if isinstance(like, Tensor):
+        return torch.as_tensor(_FLIP_YZ, dtype=like.dtype, device=like.device)
+    return _FLIP_YZ.astype(like.dtype if np.issubdtype(like.dtype, np.floating) else np.float64)
+
+
+def to_homogeneous(mat: Array) -> Array:
+    """[..., 3, 4] or [..., 4, 4] -> [..., 4, 4] (appends the row 0 0 0 1 where missing)."""
+    if mat.shape[-2] == 4:
+        return mat
+    if isinstance(mat, Tensor):
+        bottom = torch.zeros(*mat.shape[:-2], 1, 4, dtype=mat.dtype, device=mat.device)
+        bottom[..., 0, 3] = 1.0
+        return torch.cat([mat, bottom], dim=-2)
+    bottom = np.zeros((*mat.shape[:-2], 1, 4), dtype=mat.dtype)
+    bottom[..., 0, 3] = 1.0
+    return np.concatenate([mat, bottom], axis=-2)
+
+
+def opengl_to_opencv_c2w(c2w_opengl: Array) -> Array:
+    """Camera-to-world OpenGL [..., 3|4, 4] -> camera-to-world OpenCV [..., 4, 4] (flips camera y and z)."""
+    c2w = to_homogeneous(c2w_opengl)
+    return c2w @ _flip(c2w)
+
+
+def opencv_to_opengl_c2w(c2w_opencv: Array) -> Array:
+    """Camera-to-world OpenCV [..., 4, 4] -> camera-to-world OpenGL [..., 4, 4]."""
+    c2w = to_homogeneous(c2w_opencv)
+    return c2w @ _flip(c2w)
+
+
+def invert_rigid(mat: Array) -> Array:
+    """Inverse of rigid transforms [..., 4, 4] (c2w <-> w2c), analytic: [R t]^-1 = [R^T -R^T t]."""
+    mat = to_homogeneous(mat)
+    if isinstance(mat, Tensor):
+        rot_t = mat[..., :3, :3].transpose(-1, -2)
+        out = torch.zeros_like(mat)
+    else:
+        rot_t = np.swapaxes(mat[..., :3, :3], -1, -2)
+        out = np.zeros_like(mat)
+    out[..., :3, :3] = rot_t
+    out[..., :3, 3] = -(rot_t @ mat[..., :3, 3:4])[..., 0]
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def intrinsics_matrix(fx: Array, fy: Array, cx: Array, cy: Array) -> Array:
+    """Pinhole K [..., 3, 3] from focal lengths and principal point [...] in pixels."""
+    if isinstance(fx, Tensor):
+        fy, cx, cy = (torch.as_tensor(v, dtype=fx.dtype, device=fx.device).expand_as(fx) for v in (fy, cx, cy))
+        K = torch.zeros(*fx.shape, 3, 3, dtype=fx.dtype, device=fx.device)
+    else:
+        fx, fy, cx, cy = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (fx, fy, cx, cy)))
+        K = np.zeros((*fx.shape, 3, 3))
+    K[..., 0, 0] = fx
+    K[..., 1, 1] = fy
+    K[..., 0, 2] = cx
+    K[..., 1, 2] = cy
+    K[..., 2, 2] = 1.0
+    return K
+
+
+def resize_crop_intrinsics(
+    K: Float[np.ndarray, "*batch 3 3"], scale_xy: Tuple[float, float], crop_offset_xy: Tuple[float, float]
+) -> Float[np.ndarray, "*batch 3 3"]:
+    """Intrinsics after resizing an image by ``scale_xy`` then cropping ``crop_offset_xy`` pixels off its top-left.
+
+    Pixel centres sit at +0.5, so a resize scales the continuous image plane exactly (principal point
+    included) and the crop is a pure shift of the principal point.
+    """
+    out = np.array(K, dtype=np.float64, copy=True)
+    out[..., 0, :] *= scale_xy[0]
+    out[..., 1, :] *= scale_xy[1]
+    out[..., 0, 2] -= crop_offset_xy[0]
+    out[..., 1, 2] -= crop_offset_xy[1]
+    return out
+
+
+def pixelsplat_camera_to_opencv(
+    cameras: Float[np.ndarray, "N 18"], width: int, height: int
+) -> Tuple[Float[np.ndarray, "N 4 4"], Float[np.ndarray, "N 3 3"]]:
+    """pixelSplat chunk cameras -> (c2w_opencv [N,4,4], K [N,3,3] in pixels of a ``width`` x ``height`` image).
+
+    Each row is fx, fy, cx, cy normalised by image width/height, two unused values, then the 12 entries of a
+    row-major 3x4 world-to-camera [R|t] in OpenCV axes.
+    """
+    cams = np.asarray(cameras, dtype=np.float64)
+    K = intrinsics_matrix(cams[:, 0] * width, cams[:, 1] * height, cams[:, 2] * width, cams[:, 3] * height)
+    w2c = to_homogeneous(cams[:, 6:18].reshape(-1, 3, 4))
+    return invert_rigid(w2c), K
