@@ -117,3 +117,46 @@ def pixelsplat_camera_to_opencv(
     K = intrinsics_matrix(cams[:, 0] * width, cams[:, 1] * height, cams[:, 2] * width, cams[:, 3] * height)
     w2c = to_homogeneous(cams[:, 6:18].reshape(-1, 3, 4))
     return invert_rigid(w2c), K
+
+
+def quaternion_to_matrix(quat: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 3 3"]:
+    """Unit quaternions (w, x, y, z) -> rotation matrices (normalises first)."""
+    w, x, y, z = F_normalize(quat).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(*quat.shape[:-1], 3, 3)
+
+
+def F_normalize(quat: Tensor) -> Tensor:
+    return quat / quat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def pixel_rays_opencv(
+    K: Float[Tensor, "*batch 3 3"], height: int, width: int
+) -> Float[Tensor, "*batch H W 3"]:
+    """Unit ray directions in OpenCV camera space through pixel centres (u + 0.5, v + 0.5)."""
+    v, u = torch.meshgrid(
+        torch.arange(height, dtype=K.dtype, device=K.device) + 0.5,
+        torch.arange(width, dtype=K.dtype, device=K.device) + 0.5,
+        indexing="ij",
+    )
+    fx, fy = K[..., 0, 0, None, None], K[..., 1, 1, None, None]
+    cx, cy = K[..., 0, 2, None, None], K[..., 1, 2, None, None]
+    dirs = torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like((u - cx) / fx)], dim=-1)
+    return dirs / dirs.norm(dim=-1, keepdim=True)
+
+
+def plucker_rays(
+    c2w_opencv: Float[Tensor, "*batch 4 4"], K: Float[Tensor, "*batch 3 3"], height: int, width: int
+) -> Float[Tensor, "*batch 6 H W"]:
+    """Plücker map of a camera: world ray direction d = R K^-1 [u+.5, v+.5, 1] (unit) and moment m = t x d."""
+    dirs = pixel_rays_opencv(K, height, width)  # [*, H, W, 3] camera space
+    R, t = c2w_opencv[..., :3, :3], c2w_opencv[..., :3, 3]
+    d = torch.einsum("...ij,...hwj->...hwi", R, dirs)
+    m = torch.cross(t[..., None, None, :].expand_as(d), d, dim=-1)
+    return torch.cat([d, m], dim=-1).movedim(-1, -3)
