@@ -1,0 +1,88 @@
+"""``ns-train pensieve-stage1`` (and later stage 2), built from the presets in ``configs/``.
+
+Imported by nerfstudio while it builds its CLI: keep imports cheap and never import
+``nerfstudio.configs.method_configs`` here (circular import).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Tuple, Type
+
+import numpy as np
+import torch
+import yaml
+from nerfstudio.configs.base_config import ViewerConfig
+from nerfstudio.engine.optimizers import OptimizerConfig
+from nerfstudio.engine.schedulers import CosineDecaySchedulerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from pensieve_ns.data.datamanager import PensieveDataManagerConfig
+from pensieve_ns.data.sampler import ClipSamplerConfig
+from pensieve_ns.model.pensieve import PensieveModelConfig
+from pensieve_ns.model.vit import ViTSize
+from pensieve_ns.pipeline import PensievePipelineConfig
+
+# nerfstudio's schedulers put numpy scalars into checkpoints, which torch >= 2.6 refuses to unpickle with
+# weights_only=True (nerfstudio issue #3683): allow exactly those types.
+torch.serialization.add_safe_globals([np.core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in ("float64", "float32", "int64")}])
+
+PRESETS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class AdamWOptimizerConfig(OptimizerConfig):
+    """AdamW as the paper uses it: lr 4e-4, betas (0.9, 0.95), PyTorch's default weight decay 0.01."""
+
+    _target: Type = torch.optim.AdamW
+    lr: float = 4e-4
+    betas: Tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
+
+
+def load_preset(name: str) -> dict:
+    path = PRESETS / f"{name}.yaml"
+    return yaml.safe_load(path.read_text())
+
+
+def stage1_config(preset: str = "tiny") -> TrainerConfig:
+    p = load_preset(preset)
+    m, d, t = p["model"], p["data"], p["train"]
+    sizes = {k: ViTSize(**m[k]) for k in ("frame_vit", "camera_vit", "context_vit", "lvsm_vit")}
+    return TrainerConfig(
+        method_name="pensieve-stage1",
+        steps_per_eval_batch=0,
+        steps_per_eval_image=t["steps_per_eval_image"],
+        steps_per_eval_all_images=t["steps_per_eval_all_images"],
+        steps_per_save=t["steps_per_save"],
+        max_num_iterations=t["max_num_iterations"],
+        mixed_precision=False,
+        pipeline=PensievePipelineConfig(
+            datamanager=PensieveDataManagerConfig(
+                image_size=tuple(d["image_size"]),
+                batch_size=d["batch_size"],
+                sampler=ClipSamplerConfig(**d["sampler"]),
+            ),
+            model=PensieveModelConfig(
+                patch=m["patch"], camera_hidden=m["camera_hidden"], lpips_weight=m["lpips_weight"], **sizes
+            ),
+        ),
+        optimizers={
+            "model": {
+                "optimizer": AdamWOptimizerConfig(lr=t["lr"]),
+                "scheduler": CosineDecaySchedulerConfig(
+                    warm_up_end=t["warmup_steps"], learning_rate_alpha=t["lr_final"] / t["lr"], max_steps=t["max_num_iterations"]
+                ),
+            }
+        },
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="tensorboard",
+    )
+
+
+pensieve_stage1 = MethodSpecification(
+    config=stage1_config("tiny"),
+    description="Pensieve stage 1: latent cameras and latent scene from unposed video (LVSM renderer).",
+)

@@ -1,0 +1,68 @@
+"""PensievePipeline: feeds whole clip batches (context and targets) to the model instead of rays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Type
+
+import torch
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+
+from pensieve_ns.data.datamanager import PensieveDataManagerConfig
+from pensieve_ns.model.pensieve import PensieveModelConfig
+
+
+@dataclass
+class PensievePipelineConfig(VanillaPipelineConfig):
+    _target: Type = field(default_factory=lambda: PensievePipeline)
+    datamanager: PensieveDataManagerConfig = field(default_factory=PensieveDataManagerConfig)
+    model: PensieveModelConfig = field(default_factory=PensieveModelConfig)
+
+
+class PensievePipeline(VanillaPipeline):
+    """Same training loop contract as nerfstudio's; the model sees the batch (clips), not the cameras."""
+
+    def get_train_loss_dict(self, step: int):
+        _, batch = self.datamanager.next_train(step)
+        outputs = self._model(batch)  # through DDP's forward when distributed
+        metrics = self.model.get_metrics_dict(outputs, batch)
+        return outputs, self.model.get_loss_dict(outputs, batch, metrics), metrics
+
+    def get_eval_loss_dict(self, step: int):
+        self.eval()
+        _, batch = self.datamanager.next_eval(step)
+        with torch.no_grad():
+            outputs = self.model(batch)
+            metrics = self.model.get_metrics_dict(outputs, batch)
+            losses = self.model.get_loss_dict(outputs, batch, metrics)
+        self.train()
+        return outputs, losses, metrics
+
+    def get_eval_image_metrics_and_images(self, step: int):
+        """Target-aware evaluation of one fixed held-out sample ([ctx0, targets..., ctx1]); LVSM render."""
+        self.eval()
+        _, batch = self.datamanager.next_eval_image(step)
+        with torch.no_grad():
+            metrics, images = self.model.get_image_metrics_and_images(self.model(batch), batch)
+        metrics["num_rays"] = int(batch["images"][0].numel() // 3)
+        self.train()
+        return metrics, images
+
+    def get_average_eval_image_metrics(
+        self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
+    ):
+        """Mean (and std) of the image metrics over every fixed evaluation sample (what ns-eval reports)."""
+        self.eval()
+        rows = []
+        with torch.no_grad():
+            for _, batch in self.datamanager.fixed_indices_eval_dataloader:
+                rows.append(self.model.get_image_metrics_and_images(self.model(batch), batch)[0])
+        self.train()
+        out = {}
+        for key in rows[0]:
+            values = torch.tensor([r[key] for r in rows])
+            out[key] = float(values.mean())
+            if get_std:
+                out[f"{key}_std"] = float(values.std()) if len(values) > 1 else 0.0
+        return out
