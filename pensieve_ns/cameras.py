@@ -121,7 +121,7 @@ def pixelsplat_camera_to_opencv(
 
 def quaternion_to_matrix(quat: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 3 3"]:
     """Unit quaternions (w, x, y, z) -> rotation matrices (normalises first)."""
-    w, x, y, z = F_normalize(quat).unbind(-1)
+    w, x, y, z = _normalize(quat).unbind(-1)
     return torch.stack(
         [
             1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
@@ -132,7 +132,7 @@ def quaternion_to_matrix(quat: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*bat
     ).reshape(*quat.shape[:-1], 3, 3)
 
 
-def F_normalize(quat: Tensor) -> Tensor:
+def _normalize(quat: Tensor) -> Tensor:
     return quat / quat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 from jaxtyping import Float, UInt8
 from PIL import Image
@@ -97,8 +98,6 @@ def _image_reader(paths: Sequence[Path], hw: Tuple[int, int]) -> Callable[[Seque
         for i in indices:
             frame = load_image_rgb8(paths[i])
             if frame.shape[:2] != hw:  # mixed sizes (warned at scan): bring to the clip's size
-                import cv2
-
                 frame = cv2.resize(frame, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
             out.append(frame)
         return out
