@@ -10,6 +10,7 @@ import torch
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
 from pensieve_ns.data.datamanager import PensieveDataManagerConfig
+from pensieve_ns.errors import PensieveInputError, exit_with_error
 from pensieve_ns.model.pensieve import PensieveModelConfig
 
 
@@ -20,8 +21,27 @@ class PensievePipelineConfig(VanillaPipelineConfig):
     model: PensieveModelConfig = field(default_factory=PensieveModelConfig)
 
 
+def check_preset(config: PensievePipelineConfig) -> None:
+    """Refuse, before any data is read or weights built, a preset whose image size the patch size cannot tile."""
+    H, W = config.datamanager.image_size
+    p = config.model.patch
+    if H % p or W % p or H <= 0 or W <= 0:
+        raise PensieveInputError(
+            None,
+            f"image size {H}x{W} is not a multiple of the patch size {p}: set "
+            f"--pipeline.datamanager.image-size to multiples of {p} (e.g. {max(p, H // p * p)} {max(p, W // p * p)})",
+        )
+
+
 class PensievePipeline(VanillaPipeline):
     """Same training loop contract as nerfstudio's; the model sees the batch (clips), not the cameras."""
+
+    def __init__(self, config: PensievePipelineConfig, *args, **kwargs):
+        try:
+            check_preset(config)
+        except PensieveInputError as err:
+            exit_with_error(err, "pensieve-ns")
+        super().__init__(config, *args, **kwargs)
 
     def get_train_loss_dict(self, step: int):
         _, batch = self.datamanager.next_train(step)

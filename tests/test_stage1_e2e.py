@@ -63,3 +63,16 @@ def test_overfit_loss_falls(synth_dir):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_ns_train_refuses_size_the_patch_cannot_tile(synth_dir, tmp_path):
+    out = ns_train(synth_dir, tmp_path / "o", "--max-num-iterations", 1, "--pipeline.datamanager.image-size", 30, 32)
+    assert out.returncode == 2
+    assert "not a multiple of the patch size 8" in out.stderr and "Traceback" not in out.stderr
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_too_few_frames_for_the_window_is_refused(synth_dir, tmp_path):
+    out = ns_train(synth_dir, tmp_path / "o", "--max-num-iterations", 1, "--pipeline.datamanager.sampler.window-frames", 20)
+    assert out.returncode == 2
+    assert "no training clip has the 20 frames" in out.stderr and "Traceback" not in out.stderr
