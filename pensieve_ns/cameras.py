@@ -160,3 +160,17 @@ def plucker_rays(
     d = torch.einsum("...ij,...hwj->...hwi", R, dirs)
     m = torch.cross(t[..., None, None, :].expand_as(d), d, dim=-1)
     return torch.cat([d, m], dim=-1).movedim(-1, -3)
+
+
+def normalise_cameras(c2w_opencv: Float[Tensor, "B L 4 4"]) -> Float[Tensor, "B L 4 4"]:
+    """Express each clip's cameras relative to its first frame, scaled so the farthest camera centre is at 1.
+
+    Removes the arbitrary world frame and scale of ground truth, so cameras of different scenes are comparable
+    (pure rotations keep scale 1).
+    """
+    rel = invert_rigid(c2w_opencv[:, :1]) @ c2w_opencv
+    scale = rel[..., :3, 3].norm(dim=-1).amax(dim=1).clamp_min(1e-6)
+    scale = torch.where(scale > 1e-4, scale, torch.ones_like(scale))
+    out = rel.clone()
+    out[..., :3, 3] = rel[..., :3, 3] / scale[:, None, None]
+    return out

@@ -16,7 +16,6 @@ import yaml
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import CosineDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from pensieve_ns.data.datamanager import PensieveDataManagerConfig
@@ -24,6 +23,7 @@ from pensieve_ns.data.sampler import ClipSamplerConfig
 from pensieve_ns.model.pensieve import PensieveModelConfig
 from pensieve_ns.model.vit import ViTSize
 from pensieve_ns.pipeline import PensievePipelineConfig
+from pensieve_ns.trainer import PensieveTrainerConfig
 
 # nerfstudio's schedulers put numpy scalars into checkpoints, which torch >= 2.6 refuses to unpickle with
 # weights_only=True (nerfstudio issue #3683): allow exactly those types.
@@ -47,11 +47,11 @@ def load_preset(name: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def stage1_config(preset: str = "tiny") -> TrainerConfig:
+def stage1_config(preset: str = "tiny") -> PensieveTrainerConfig:
     p = load_preset(preset)
     m, d, t = p["model"], p["data"], p["train"]
     sizes = {k: ViTSize(**m[k]) for k in ("frame_vit", "camera_vit", "context_vit", "lvsm_vit")}
-    return TrainerConfig(
+    return PensieveTrainerConfig(
         method_name="pensieve-stage1",
         steps_per_eval_batch=0,
         steps_per_eval_image=t["steps_per_eval_image"],

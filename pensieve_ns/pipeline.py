@@ -39,9 +39,9 @@ class PensievePipeline(VanillaPipeline):
     def __init__(self, config: PensievePipelineConfig, *args, **kwargs):
         try:
             check_preset(config)
+            super().__init__(config, *args, **kwargs)  # builds the data manager and the model
         except PensieveInputError as err:
             exit_with_error(err, "pensieve-ns")
-        super().__init__(config, *args, **kwargs)
 
     def get_train_loss_dict(self, step: int):
         _, batch = self.datamanager.next_train(step)

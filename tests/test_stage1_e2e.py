@@ -76,3 +76,40 @@ def test_too_few_frames_for_the_window_is_refused(synth_dir, tmp_path):
     out = ns_train(synth_dir, tmp_path / "o", "--max-num-iterations", 1, "--pipeline.datamanager.sampler.window-frames", 20)
     assert out.returncode == 2
     assert "no training clip has the 20 frames" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_at_the_same_step(synth_dir, tmp_path):
+    """Kill -9 a running ns-train; every checkpoint left loads, and --load-dir continues from its step."""
+    import os
+    import signal
+    import time
+
+    cmd = [
+        str(NS_TRAIN), "pensieve-stage1", "--data", str(synth_dir), "--output-dir", str(tmp_path / "a"),
+        "--machine.device-type", "cpu", "--viewer.quit-on-train-completion", "True",
+        "--pipeline.datamanager.image-size", "32", "32", "--max-num-iterations", "100000", "--steps-per-save", "2",
+        "--steps-per-eval-image", "1000000", "--steps-per-eval-all-images", "1000000",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            steps = [int(p.stem.split("-")[1]) for p in (tmp_path / "a").rglob("step-*.ckpt")]
+            if steps and max(steps) >= 6:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint within 300 s")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    ckpts = sorted((tmp_path / "a").rglob("step-*.ckpt"))
+    assert len(ckpts) == 1  # only the latest is kept, and it is complete:
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
+    saved = state["step"]
+    assert ckpts[0].name == f"step-{saved:09d}.ckpt"
+    resumed = ns_train(synth_dir, tmp_path / "b", "--max-num-iterations", 2, "--steps-per-save", 1, "--load-dir", ckpts[0].parent)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # The resumed run starts at saved + 1 and saves after each step: saved + 1 and saved + 2 (only the latest kept).
+    assert sorted((tmp_path / "b").rglob("step-*.ckpt"))[-1].name == f"step-{saved + 2:09d}.ckpt"

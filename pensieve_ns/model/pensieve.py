@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple, Type
+from typing import Dict, List, Literal, Tuple, Type
 
 import torch
 from jaxtyping import Float
@@ -12,7 +12,7 @@ from torch.nn import Parameter
 
 from nerfstudio.models.base_model import Model, ModelConfig
 
-from pensieve_ns.cameras import plucker_rays
+from pensieve_ns.cameras import normalise_cameras, plucker_rays
 from pensieve_ns.model.camera_head import CameraHead
 from pensieve_ns.model.encoder import FEATURE_CHANNELS, PensieveEncoder
 from pensieve_ns.model.lvsm_head import LVSMHead
@@ -35,6 +35,9 @@ class PensieveModelConfig(ModelConfig):
     """LPIPS-VGG weight; its backbone weights must be loadable (offline: provide them or set 0)."""
     checkpointing: bool = False
     """Gradient checkpointing in every transformer (saves memory at paper scale)."""
+    camera_source: Literal["predicted", "ground_truth"] = "predicted"
+    """'ground_truth' is the ORACLE of the learning benchmark and of the optional synthetic prior: the LVSM head
+    is fed normalised ground-truth cameras of generated clips. User data never supplies cameras."""
 
 
 def gather_frames(x: Float[Tensor, "B L *rest"], index: Tensor) -> Float[Tensor, "B G *rest"]:
@@ -78,7 +81,10 @@ class PensieveModel(Model):
         images, context = batch["images"], batch["context"]
         H, W = images.shape[-2:]
         f_cam, f_ctx = self.encoder(images, context)  # camera features of all frames, scene of the context
-        c2w, K, _ = self.camera_head(f_cam)  # latent cameras (OpenCV c2w) and clip intrinsics
+        if self.config.camera_source == "ground_truth":  # oracle: known cameras of generated clips
+            c2w, K = normalise_cameras(batch["gt_c2w_opencv"]), batch["gt_K"]
+        else:
+            c2w, K, _ = self.camera_head(f_cam)  # latent cameras (OpenCV c2w) and clip intrinsics
         rays = plucker_rays(c2w, K, H, W)  # [B, L, 6, H, W]
         rgb = self.lvsm(f_ctx, gather_frames(rays, context), rays)  # every frame re-rendered, one pass each
         return {"rgb": rgb, "c2w_opencv": c2w, "K": K}
