@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import Literal, Optional, Type
 
 import torch
+import torch.distributed as dist
+from torch.cuda.amp.grad_scaler import GradScaler
+from torch.nn.parallel import DistributedDataParallel as DDP
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
 from pensieve_ns.data.datamanager import PensieveDataManagerConfig
@@ -36,12 +39,27 @@ def check_preset(config: PensievePipelineConfig) -> None:
 class PensievePipeline(VanillaPipeline):
     """Same training loop contract as nerfstudio's; the model sees the batch (clips), not the cameras."""
 
-    def __init__(self, config: PensievePipelineConfig, *args, **kwargs):
+    def __init__(
+        self,
+        config: PensievePipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[GradScaler] = None,
+    ):
         try:
             check_preset(config)
-            super().__init__(config, *args, **kwargs)  # builds the data manager and the model
+            # world_size=1 here: nerfstudio's own DDP wrap hard-codes GPU device ids; wrapped below instead.
+            super().__init__(config, device, test_mode, 1, local_rank, grad_scaler)
         except PensieveInputError as err:
             exit_with_error(err, "pensieve-ns")
+        self.world_size = world_size
+        if world_size > 1:
+            on_gpu = torch.device(device).type == "cuda"
+            # The oracle camera source leaves the camera path unused: DDP must be told.
+            self._model = DDP(self._model, device_ids=[local_rank] if on_gpu else None, find_unused_parameters=True)
+            dist.barrier()
 
     def get_train_loss_dict(self, step: int):
         _, batch = self.datamanager.next_train(step)

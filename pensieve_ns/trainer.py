@@ -15,14 +15,23 @@ from typing import Type
 
 import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.decorators import check_main_thread
 
 
 @dataclass
 class PensieveTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: PensieveTrainer)
 
+    def __post_init__(self) -> None:
+        # Built by ns-train's CLI after nerfstudio's train script is fully imported, and before it launches
+        # workers: the moment to let --machine.num-devices N run on CPUs (see pensieve_ns/distributed.py).
+        from pensieve_ns.distributed import enable_cpu_workers
+
+        enable_cpu_workers()
+
 
 class PensieveTrainer(Trainer):
+    @check_main_thread
     def save_checkpoint(self, step: int) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"

@@ -113,3 +113,12 @@ def test_sigkill_then_resume_at_the_same_step(synth_dir, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # The resumed run starts at saved + 1 and saves after each step: saved + 1 and saved + 2 (only the latest kept).
     assert sorted((tmp_path / "b").rglob("step-*.ckpt"))[-1].name == f"step-{saved + 2:09d}.ckpt"
+
+
+@pytest.mark.slow
+def test_ns_train_two_cpu_processes(synth_dir, tmp_path):
+    """--machine.num-devices 2 on CPU: nerfstudio's launcher, gloo, DDP; one checkpoint from rank 0."""
+    out = ns_train(synth_dir, tmp_path / "d", "--machine.num-devices", 2, "--max-num-iterations", 2,
+                   "--pipeline.datamanager.batch-size", 2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "d").rglob("step-*.ckpt")] == ["step-000000001.ckpt"]
