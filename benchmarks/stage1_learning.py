@@ -180,13 +180,17 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--max-gap", type=int, default=4)
     parser.add_argument("--runs", default="oracle,scratch,warm")
+    parser.add_argument("--oracle-from", type=Path, default=None, help="reuse a saved oracle state (skips its training)")
+    parser.add_argument("--eval-gap", type=int, default=None, help="frame gap of the evaluation samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stage1_learning")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
     hw = (args.size, args.size)
-    sampler_cfg = ClipSamplerConfig(window_frames=5, min_views=2, max_context=4, min_gap=1, max_gap=args.max_gap, eval_views=5)
+    sampler_cfg = ClipSamplerConfig(
+        window_frames=5, min_views=2, max_context=4, min_gap=1, max_gap=args.max_gap, eval_views=5, eval_gap=args.eval_gap
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         write_dataset(Path(tmp) / "train", args.train_clips, args.frames, args.size, seed=0, split="train")
@@ -207,6 +211,8 @@ def main() -> None:
         torch.manual_seed(args.seed)
         model = make_model(args, "ground_truth" if run == "oracle" else "predicted")
         if run == "warm":
+            if oracle_state is None and args.oracle_from is not None:
+                oracle_state = torch.load(args.oracle_from, weights_only=True)
             if oracle_state is None:
                 raise SystemExit("the warm-start run needs the oracle run first (--runs oracle,...,warm)")
             shared = {k: v for k, v in oracle_state.items() if not k.startswith(CAMERA_PATH)}
@@ -220,6 +226,8 @@ def main() -> None:
         results[run] = evaluate(model, items, gt_focal) | {"train_minutes": minutes}
         if run == "oracle":
             oracle_state = copy.deepcopy(model.state_dict())
+            args.out.mkdir(parents=True, exist_ok=True)
+            torch.save(oracle_state, args.out / "oracle.pt")
             wrong = []
             with torch.no_grad():  # oracle with another clip's ground-truth rays: should fall towards blending
                 for k, item in enumerate(items):

@@ -9,6 +9,7 @@ code path on CPUs and GPUs.
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -51,9 +52,9 @@ _ORIGINAL_WORKER: Callable = None  # type: ignore[assignment]
 def enable_cpu_workers() -> None:
     """Route nerfstudio's multi-process launch through ``cpu_capable_worker`` (idempotent)."""
     global _ORIGINAL_WORKER
-    from nerfstudio.scripts import train as ns_train
-
-    worker = getattr(ns_train, "_distributed_worker", None)  # None while nerfstudio's script is still importing
+    # Only where nerfstudio's train script is in use (ns-train); importing it from elsewhere would be circular.
+    ns_train = sys.modules.get("nerfstudio.scripts.train")
+    worker = getattr(ns_train, "_distributed_worker", None)  # None while the script is still importing
     if worker is not None and worker is not cpu_capable_worker:
         _ORIGINAL_WORKER = ns_train._distributed_worker
         ns_train._distributed_worker = cpu_capable_worker
