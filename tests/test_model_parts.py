@@ -87,3 +87,30 @@ def test_encoder_and_lvsm_shapes_and_gradients():
     out.mean().backward()
     assert head.conv.weight.grad is None or torch.isfinite(head.conv.weight.grad).all()
     assert head.linear.weight.grad.abs().sum() > 0  # the camera gets a gradient through the rays
+
+
+def test_bf16_autocast_option_keeps_float32_outputs():
+    from pensieve_ns.model.pensieve import PensieveModelConfig
+
+    outs = []
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        cfg = PensieveModelConfig(patch=8, camera_hidden=16, lpips_weight=0.0, frame_vit=TINY, camera_vit=TINY,
+                                  context_vit=TINY, lvsm_vit=TINY, autocast_bf16=bf16)
+        model = cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
+        batch = {"images": torch.rand(1, 3, 3, 16, 16, generator=torch.Generator().manual_seed(0)),
+                 "context": torch.tensor([[0]])}
+        outs.append(model(batch))
+    assert outs[1]["rgb"].dtype == torch.float32 and outs[1]["c2w_opencv"].dtype == torch.float32
+    assert (outs[0]["rgb"] - outs[1]["rgb"]).abs().max() < 0.05  # same model, bf16 rounding only
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        vit = ViT(5, 3, TINY, patch=8, checkpointing=ckpt).train()
+        x = torch.randn(2, 2, 5, 16, 16, generator=torch.Generator().manual_seed(1))
+        vit(x).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in vit.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1])

@@ -35,6 +35,8 @@ class PensieveModelConfig(ModelConfig):
     """LPIPS-VGG weight; its backbone weights must be loadable (offline: provide them or set 0)."""
     checkpointing: bool = False
     """Gradient checkpointing in every transformer (saves memory at paper scale)."""
+    autocast_bf16: bool = False
+    """Run the transformers under bf16 autocast (for GPUs; outputs stay float32). The paper trains in bf16."""
     camera_source: Literal["predicted", "ground_truth"] = "predicted"
     """'ground_truth' is the ORACLE of the learning benchmark and of the optional synthetic prior: the LVSM head
     is fed normalised ground-truth cameras of generated clips. User data never supplies cameras."""
@@ -80,13 +82,16 @@ class PensieveModel(Model):
         """
         images, context = batch["images"], batch["context"]
         H, W = images.shape[-2:]
-        f_cam, f_ctx = self.encoder(images, context)  # camera features of all frames, scene of the context
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
+            f_cam, f_ctx = self.encoder(images, context)  # camera features of all frames, scene of the context
+        f_cam, f_ctx = f_cam.float(), f_ctx.float()  # cameras and rays in float32
         if self.config.camera_source == "ground_truth":  # oracle: known cameras of generated clips
             c2w, K = normalise_cameras(batch["gt_c2w_opencv"]), batch["gt_K"]
         else:
             c2w, K, _ = self.camera_head(f_cam)  # latent cameras (OpenCV c2w) and clip intrinsics
         rays = plucker_rays(c2w, K, H, W)  # [B, L, 6, H, W]
-        rgb = self.lvsm(f_ctx, gather_frames(rays, context), rays)  # every frame re-rendered, one pass each
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
+            rgb = self.lvsm(f_ctx, gather_frames(rays, context), rays).float()  # every frame, one pass each
         return {"rgb": rgb, "c2w_opencv": c2w, "K": K}
 
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
