@@ -43,9 +43,10 @@ CAMERA_PATH = ("encoder.camera_bridge.", "encoder.camera_vit.", "camera_head.")
 
 def make_model(args, camera_source: str) -> PensieveModel:
     size = ViTSize(dim=args.width, depth=args.depth, heads=4, mlp_hidden=4 * args.width, hook=0)
+    lvsm = ViTSize(dim=args.width, depth=args.lvsm_depth or args.depth, heads=4, mlp_hidden=4 * args.width, hook=0)
     cfg = PensieveModelConfig(
         patch=args.patch, camera_hidden=args.width, lpips_weight=0.0, camera_source=camera_source,
-        frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=size,
+        frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=lvsm,
     )
     return cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
 
@@ -173,6 +174,7 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=8)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--lvsm-depth", type=int, default=None, help="LVSM head depth (default: --depth)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--train-clips", type=int, default=96)
@@ -221,13 +223,18 @@ def main() -> None:
         print(f"run {run}: {args.steps} steps")
         start = time.perf_counter()
         sampler = TrainBatchSampler([c.num_frames for c in train_frames.clips], args.batch, sampler_cfg, seed=args.seed)
-        curves[run] = train(model, dataset, sampler, args.steps, args.lr)
+        if run == "oracle" and args.oracle_from is not None:  # evaluate a saved oracle, no training
+            model.load_state_dict(torch.load(args.oracle_from, weights_only=True))
+            curves[run] = []
+        else:
+            curves[run] = train(model, dataset, sampler, args.steps, args.lr)
         minutes = (time.perf_counter() - start) / 60
         results[run] = evaluate(model, items, gt_focal) | {"train_minutes": minutes}
         if run == "oracle":
             oracle_state = copy.deepcopy(model.state_dict())
             args.out.mkdir(parents=True, exist_ok=True)
-            torch.save(oracle_state, args.out / "oracle.pt")
+            if args.oracle_from is None:
+                torch.save(oracle_state, args.out / "oracle.pt")
             wrong = []
             with torch.no_grad():  # oracle with another clip's ground-truth rays: should fall towards blending
                 for k, item in enumerate(items):

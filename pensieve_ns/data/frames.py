@@ -20,7 +20,7 @@ from pensieve_ns.errors import PensieveInputError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def pil_to_rgb8(image: Image.Image, name: str) -> UInt8[np.ndarray, "H W 3"]:
+def pil_to_rgb8(image: Image.Image) -> UInt8[np.ndarray, "H W 3"]:
     """Any PIL image -> RGB uint8 [H, W, 3] (silently: readers warn once per clip, see ``describe_mode``).
 
     Grayscale is replicated, palettes are expanded, CMYK goes through PIL's conversion, alpha is composited
@@ -85,7 +85,7 @@ def load_image_rgb8(source: Union[str, Path, bytes], name: Optional[str] = None)
                 deep = _cv2_high_bit_depth(path)
                 if deep is not None:
                     return deep
-            return pil_to_rgb8(image, name)
+            return pil_to_rgb8(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise PensieveInputError(path if path is not None else name, f"not a readable image ({err})") from None
 
