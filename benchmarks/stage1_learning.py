@@ -34,7 +34,7 @@ from pensieve_ns.data.dataset import ClipFrames, ClipSampleDataset  # noqa: E402
 from pensieve_ns.data.sampler import ClipSamplerConfig, TrainBatchSampler, eval_specs  # noqa: E402
 from pensieve_ns.data.sources import find_clips  # noqa: E402
 from pensieve_ns.data.synthetic import write_dataset  # noqa: E402
-from pensieve_ns.eval.poses import focal_error, relative_pose_errors, summarise  # noqa: E402
+from pensieve_ns.eval.poses import focal_error, relative_pose_errors, rotation_angle_deg, summarise  # noqa: E402
 from pensieve_ns.model.pensieve import PensieveModel, PensieveModelConfig  # noqa: E402
 from pensieve_ns.model.vit import ViTSize  # noqa: E402
 
@@ -115,8 +115,6 @@ def evaluate(model, items: List[Dict], gt_focal: List[float]) -> Dict:
 def honesty_checks(model, items: List[Dict], outs: List[Dict]) -> Dict:
     # 1. Input dependence: relative rotations predicted for each clip vs for the next clip's frames.
     def rel_angles(c2w):
-        from pensieve_ns.eval.poses import rotation_angle_deg
-
         R = c2w[0, :, :3, :3].double().numpy()
         return rotation_angle_deg(np.swapaxes(R[:-1], -1, -2) @ R[1:])
 
@@ -126,8 +124,6 @@ def honesty_checks(model, items: List[Dict], outs: List[Dict]) -> Dict:
         diffs.append(np.abs(a - b).mean())
     # 2. Reversed pair: cameras of [a, b] and of [b, a]; R_ab from the first should be the inverse of R_ba.
     rev_err, rev_mag = [], []
-    from pensieve_ns.eval.poses import rotation_angle_deg
-
     def pair_batch(item, order):
         keys = ("images", "gt_c2w_opencv", "gt_K")
         return {**{k: item[k][order][None] for k in keys}, "context": torch.tensor([[0]])}

@@ -26,7 +26,6 @@ def cpu_capable_worker(
     device_type: str = "cuda",
 ) -> Any:
     import torch.distributed as dist
-    from nerfstudio.scripts import train as ns_train
     from nerfstudio.utils import comms
 
     if device_type != "cpu":
@@ -39,7 +38,6 @@ def cpu_capable_worker(
         group = dist.new_group(list(range(i * num_devices_per_machine, (i + 1) * num_devices_per_machine)))
         if i == machine_rank:
             comms.LOCAL_PROCESS_GROUP = group
-    del ns_train
     output = main_func(local_rank, world_size, config, global_rank)
     comms.synchronize()
     dist.destroy_process_group()
