@@ -132,6 +132,42 @@ def quaternion_to_matrix(quat: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*bat
     ).reshape(*quat.shape[:-1], 3, 3)
 
 
+def matrix_to_quaternion(R: Float[Tensor, "*batch 3 3"]) -> Float[Tensor, "*batch 4"]:
+    """Rotation matrices -> unit quaternions (w, x, y, z) with w >= 0 (Shepperd's branch per element)."""
+    m = R.reshape(*R.shape[:-2], 9)
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m.unbind(-1)
+    # Four candidate solutions, each well conditioned where its leading component is large; pick the best.
+    q = torch.stack(
+        [
+            torch.stack([1 + m00 + m11 + m22, m21 - m12, m02 - m20, m10 - m01], -1),
+            torch.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], -1),
+            torch.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], -1),
+            torch.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], -1),
+        ],
+        dim=-2,
+    )  # [*, 4 candidates, 4]; candidate k has 4 q_k^2 as its k-th entry
+    lead = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    best = lead.argmax(dim=-1, keepdim=True)
+    pick = torch.gather(q, -2, best[..., None].expand(*best.shape, 4)).squeeze(-2)
+    pick = _normalize(pick)
+    return torch.where(pick[..., :1] < 0, -pick, pick)
+
+
+def quaternion_multiply(a: Float[Tensor, "*batch 4"], b: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 4"]:
+    """Hamilton product a ⊗ b of (w, x, y, z) quaternions: the rotation b followed by a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        dim=-1,
+    )
+
+
 def _normalize(quat: Tensor) -> Tensor:
     return quat / quat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 

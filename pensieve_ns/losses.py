@@ -1,6 +1,14 @@
-"""Losses that need more than a line: LPIPS-VGG loading (offline-aware)."""
+"""Losses that need more than a line: LPIPS-VGG loading (offline-aware), the depth projection loss and the
+edge-aware disparity smoothness of stage 2."""
 
 from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
 
 from pensieve_ns.errors import PensieveInputError
 
@@ -23,3 +31,73 @@ def load_lpips_vgg():
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval()
+
+
+def depth_projection_loss(
+    images: Float[Tensor, "B L 3 H W"],
+    depth: Float[Tensor, "B S 1 H W"],
+    source: Int[Tensor, "B S"],
+    c2w_opencv: Float[Tensor, "B L 4 4"],
+    K: Float[Tensor, "B L 3 3"],
+    radius: int = 3,
+) -> Tuple[Float[Tensor, ""], Float[Tensor, ""]]:
+    """Photometric reprojection (method.md §2.2): warp real frames with depth and cameras.
+
+    For each depth map (frame ``source[b, s]`` of the clip), back-project its pixel centres with that frame's
+    camera, project them into the frames r = ±1..±radius away in the clip's (shuffled) order, sample those real
+    frames bilinearly there, and take mean |I_{i+r}(x) - I_i| over pixels that are in front of the camera, inside
+    the image and have depth > 0 (the mean runs over all pixels; invalid ones count 0).
+    Returns (sum of the (b, s, r) terms, number of terms), so callers can pool several depth sources.
+    """
+    B, L, _, H, W = images.shape
+    S = depth.shape[1]
+    from pensieve_ns.cameras import invert_rigid  # the one convention module
+
+    take = lambda x, idx: torch.gather(x, 1, idx.view(B, -1, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))  # noqa: E731
+    src_img, src_c2w, src_K = take(images, source), take(c2w_opencv, source), take(K, source)
+    v, u = torch.meshgrid(
+        torch.arange(H, device=images.device, dtype=images.dtype) + 0.5,
+        torch.arange(W, device=images.device, dtype=images.dtype) + 0.5,
+        indexing="ij",
+    )
+    pix = torch.stack([u, v, torch.ones_like(u)], 0).reshape(3, -1)  # [3, HW]
+    z = depth.reshape(B, S, 1, H * W)
+    points = torch.linalg.solve(src_K, pix.expand(B, S, 3, H * W)) * z  # camera i, OpenCV
+    world = src_c2w[..., :3, :3] @ points + src_c2w[..., :3, 3:]
+    total, count = images.new_zeros(()), images.new_zeros(())
+    for r in [*range(-radius, 0), *range(1, radius + 1)]:
+        target = source + r
+        exists = (target >= 0) & (target < L)  # [B, S]
+        if not exists.any():
+            continue
+        target = target.clamp(0, L - 1)
+        w2c = invert_rigid(take(c2w_opencv, target))
+        cam = w2c[..., :3, :3] @ world + w2c[..., :3, 3:]
+        proj = take(K, target) @ cam
+        zt = proj[:, :, 2]
+        in_front = zt > 1e-5
+        zt = torch.where(in_front, zt, torch.ones_like(zt))
+        x = proj[:, :, 0] / zt - 0.5  # pixel-index coordinates: centre of pixel u is at u
+        y = proj[:, :, 1] / zt - 0.5
+        valid = in_front & (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1) & (z[:, :, 0] > 0)
+        grid = torch.stack([x / (W - 1) * 2 - 1, y / (H - 1) * 2 - 1], dim=-1).view(B * S, H, W, 2)
+        warped = F.grid_sample(
+            take(images, target).flatten(0, 1), grid, mode="bilinear", padding_mode="border", align_corners=True
+        ).view(B, S, 3, H, W)
+        err = ((warped - src_img).abs() * valid.view(B, S, 1, H, W)).mean(dim=(2, 3, 4))  # [B, S]
+        total = total + (err * exists).sum()
+        count = count + exists.sum()
+    return total, count
+
+
+def disparity_smoothness_loss(
+    depth: Float[Tensor, "N 1 H W"], image: Float[Tensor, "N 3 H W"]
+) -> Float[Tensor, ""]:
+    """Edge-aware smoothness of mean-normalised disparity: |d disp| exp(-2 mean_c |d I|), x plus y (monodepth)."""
+    disp = torch.where(depth > 1e-5, 1.0 / depth.clamp_min(1e-5), torch.zeros_like(depth))
+    disp = disp / (disp.mean(dim=(2, 3), keepdim=True) + 1e-7)
+    dx = (disp[..., :, 1:] - disp[..., :, :-1]).abs()
+    dy = (disp[..., 1:, :] - disp[..., :-1, :]).abs()
+    wx = torch.exp(-2.0 * (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True))
+    wy = torch.exp(-2.0 * (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True))
+    return (dx * wx).mean() + (dy * wy).mean()

@@ -1,4 +1,4 @@
-"""``ns-train pensieve-stage1`` (and later stage 2), built from the presets in ``configs/``.
+"""``ns-train pensieve-stage1`` and ``ns-train pensieve-stage2``, built from the presets in ``configs/``.
 
 Imported by nerfstudio while it builds its CLI: keep imports cheap and never import
 ``nerfstudio.configs.method_configs`` here (circular import).
@@ -82,7 +82,35 @@ def stage1_config(preset: str = "tiny") -> PensieveTrainerConfig:
     )
 
 
+def stage2_config(preset: str = "tiny") -> PensieveTrainerConfig:
+    """Stage 1's model and data plus the Gaussian head, the splat renders and the depth losses; initialised from
+    a stage-1 checkpoint (``--stage1-checkpoint``) with a fresh optimizer and schedule."""
+    config = stage1_config(preset)
+    p, s2 = load_preset(preset), load_preset(preset)["stage2"]
+    config.method_name = "pensieve-stage2"
+    config.max_num_iterations = s2["max_num_iterations"]
+    model = config.pipeline.model
+    model.gaussians = True
+    for key in ("gaussian_hidden", "gaussian_stride", "tile_size", "depth_projection_weight",
+                "depth_projection_max_step", "depth_smooth_weight"):
+        setattr(model, key, s2[key])
+    model.gaussian_footprint = tuple(s2["gaussian_footprint"])
+    sampler = config.pipeline.datamanager.sampler
+    sampler.gap_warmup_start, sampler.gap_warmup_steps = s2["gap_warmup_start"], s2["gap_warmup_steps"]
+    t = p["train"]
+    config.optimizers["model"]["scheduler"] = CosineDecaySchedulerConfig(
+        warm_up_end=t["warmup_steps"], learning_rate_alpha=t["lr_final"] / t["lr"], max_steps=s2["max_num_iterations"]
+    )
+    return config
+
+
 pensieve_stage1 = MethodSpecification(
     config=stage1_config("tiny"),
     description="Pensieve stage 1: latent cameras and latent scene from unposed video (LVSM renderer).",
+)
+
+pensieve_stage2 = MethodSpecification(
+    config=stage2_config("tiny"),
+    description="Pensieve stage 2: Gaussians and splatting on top of stage 1, depth projection loss "
+    "(start from a stage-1 run with --stage1-checkpoint).",
 )

@@ -11,16 +11,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import Optional, Type
 
 import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from pensieve_ns.errors import PensieveInputError, exit_with_error
 
 
 @dataclass
 class PensieveTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: PensieveTrainer)
+    stage1_checkpoint: Optional[Path] = None
+    """pensieve-stage2: the stage-1 run to start from (its folder, config.yml or a step-*.ckpt). Its backbone,
+    camera head and LVSM head are loaded, the Gaussian head starts fresh, and so do the optimizer and schedule.
+    Ignored when resuming with --load-dir / --load-checkpoint."""
 
     def __post_init__(self) -> None:
         # Built by ns-train's CLI after nerfstudio's train script is fully imported, and before it launches
@@ -31,6 +38,26 @@ class PensieveTrainerConfig(TrainerConfig):
 
 
 class PensieveTrainer(Trainer):
+    def _load_checkpoint(self) -> None:
+        """Resume as nerfstudio does; otherwise, for stage 2, initialise from the stage-1 run."""
+        if self.config.load_dir is not None or self.config.load_checkpoint is not None:
+            return super()._load_checkpoint()
+        model = self.pipeline.model
+        if not getattr(model.config, "gaussians", False):
+            return super()._load_checkpoint()
+        try:
+            if self.config.stage1_checkpoint is None:
+                raise PensieveInputError(
+                    None, "pensieve-stage2 starts from a stage-1 run: pass --stage1-checkpoint "
+                    "outputs/EXP/pensieve-stage1/TIMESTAMP (or a step-*.ckpt in it)",
+                )
+            from pensieve_ns.checkpoints import load_stage1_weights
+
+            ckpt, count = load_stage1_weights(model, self.config.stage1_checkpoint)
+        except PensieveInputError as err:
+            exit_with_error(err, "pensieve-stage2")
+        CONSOLE.print(f"Stage 2 initialised from {ckpt} ({count} tensors: backbone, camera head, LVSM head)")
+
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)

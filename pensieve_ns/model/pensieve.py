@@ -1,4 +1,4 @@
-"""PensieveModel: the whole forward path of a training step (stage 1 today), top to bottom in ``get_outputs``."""
+"""PensieveModel: the whole forward path of a training step (stages 1 and 2), top to bottom in ``get_outputs``."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ from torch.nn import Parameter
 
 from nerfstudio.models.base_model import Model, ModelConfig
 
-from pensieve_ns.cameras import normalise_cameras, plucker_rays
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+
+from pensieve_ns.cameras import invert_rigid, normalise_cameras, plucker_rays
+from pensieve_ns.losses import depth_projection_loss, disparity_smoothness_loss
 from pensieve_ns.model.camera_head import CameraHead
 from pensieve_ns.model.encoder import FEATURE_CHANNELS, PensieveEncoder
+from pensieve_ns.model.gaussian_head import GaussianHead
+from pensieve_ns.render import render
 from pensieve_ns.model.lvsm_head import LVSMHead
 from pensieve_ns.model.vit import ViTSize
 
@@ -41,6 +46,22 @@ class PensieveModelConfig(ModelConfig):
     """'ground_truth' is the ORACLE of the learning benchmark and of the optional synthetic prior: the LVSM head
     is fed normalised ground-truth cameras of generated clips. User data never supplies cameras."""
 
+    # Stage 2 (method.md §1.4, §1.5, §2.2): Gaussians from the context features, splatted into every frame.
+    gaussians: bool = False
+    """Predict per-pixel Gaussians and render them into all L predicted cameras (stage 2)."""
+    gaussian_hidden: int = 512
+    gaussian_stride: int = 1
+    """One Gaussian per stride x stride context pixels (1 = per pixel, the paper; 2-4 keep the CPU renderer fast)."""
+    gaussian_footprint: Tuple[float, float] = (0.5, 15.0)
+    """Range of each splat's scale times W / depth (the paper's 0.5..15; roughly its size in pixels over fx / W)."""
+    renderer: Literal["auto", "torch", "gsplat"] = "auto"
+    """Splat backend: 'auto' uses gsplat on CUDA and the tiled PyTorch renderer elsewhere."""
+    tile_size: int = 16
+    depth_projection_weight: float = 0.0
+    depth_projection_max_step: int = 600000
+    """The depth projection loss decays linearly to 0 at this step."""
+    depth_smooth_weight: float = 0.0
+
 
 def gather_frames(x: Float[Tensor, "B L *rest"], index: Tensor) -> Float[Tensor, "B G *rest"]:
     """x[b, index[b]] for every b."""
@@ -65,6 +86,10 @@ class PensieveModel(Model):
         self.encoder = PensieveEncoder(cfg.frame_vit, cfg.camera_vit, cfg.context_vit, cfg.patch, cfg.checkpointing)
         self.camera_head = CameraHead(FEATURE_CHANNELS + 5, cfg.camera_hidden)
         self.lvsm = LVSMHead(cfg.lvsm_vit, cfg.patch, FEATURE_CHANNELS + 5, cfg.checkpointing)
+        self.gaussian_head = (
+            GaussianHead(FEATURE_CHANNELS + 5, cfg.gaussian_hidden, cfg.gaussian_stride, cfg.gaussian_footprint) if cfg.gaussians else None
+        )
+        self.step = 0  # training iteration, for the depth projection loss's decay (set by a callback)
         self.lpips = None
         if cfg.lpips_weight > 0:
             from pensieve_ns.losses import load_lpips_vgg
@@ -74,11 +99,19 @@ class PensieveModel(Model):
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return {"model": [p for n, p in self.named_parameters() if not n.startswith("lpips.")]}
 
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        def set_step(step: int) -> None:
+            self.step = step
+
+        return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], set_step)]
+
     def get_outputs(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:  # type: ignore[override]
         """One clip batch -> renders of all L frames and the predicted cameras.
 
         batch: images [B, L, 3, H, W] in [0, 1], context [B, G] (positions into L).
         returns: rgb [B, L, 3, H, W]; c2w_opencv [B, L, 4, 4]; K [B, L, 3, 3] (pixels, shared per clip).
+        Stage 2 adds rgb_gs, alpha_gs, depth_gs (Gaussian renders of all L frames, [B, L, C, H, W]), depth_pred
+        (the head's depth of each context pixel block, [B, G, 1, h, w]) and the Gaussians themselves.
         """
         images, context = batch["images"], batch["context"]
         H, W = images.shape[-2:]
@@ -92,33 +125,87 @@ class PensieveModel(Model):
         rays = plucker_rays(c2w, K, H, W)  # [B, L, 6, H, W]
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
             rgb = self.lvsm(f_ctx, gather_frames(rays, context), rays).float()  # every frame, one pass each
-        return {"rgb": rgb, "c2w_opencv": c2w, "K": K}
+        outputs = {"rgb": rgb, "c2w_opencv": c2w, "K": K}
+        if self.gaussian_head is None:
+            return outputs
+
+        # Stage 2: Gaussians along the context frames' rays (predicted cameras), splatted into all L cameras over
+        # uniform noise while training (pushes coverage to 1), over mid-grey when evaluating.
+        gs = self.gaussian_head(f_ctx, gather_frames(images, context), gather_frames(c2w, context), gather_frames(K, context))
+        background = torch.rand_like(images) if self.training else torch.full_like(images, 0.5)
+        w2c = invert_rigid(c2w)
+        renders = [
+            render(gs.means[b], gs.quats[b], gs.scales[b], gs.opacities[b], gs.colors[b], w2c[b], K[b], W, H,
+                   background=background[b], backend=self.config.renderer, tile_size=self.config.tile_size)
+            for b in range(images.shape[0])
+        ]
+        outputs["rgb_gs"], outputs["alpha_gs"], outputs["depth_gs"] = (torch.stack(x) for x in zip(*renders))
+        outputs["depth_pred"] = gs.depth
+        outputs["gaussians"] = gs
+        return outputs
 
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         with torch.no_grad():
-            mse = ((outputs["rgb"] - batch["images"]) ** 2).mean(dim=(2, 3, 4))  # [B, L]
             held_out = batch["loss_weights"] == batch["loss_weights"].max()
-            return {
-                "psnr_held_out": -10 * torch.log10(mse[held_out].mean()),
-                "focal_over_width": outputs["K"][:, 0, 0, 0].mean() / batch["images"].shape[-1],
-            }
+            metrics = {"focal_over_width": outputs["K"][:, 0, 0, 0].mean() / batch["images"].shape[-1]}
+            for key, name in (("rgb", "psnr_held_out"), ("rgb_gs", "psnr_gs_held_out")):
+                if key in outputs:
+                    mse = ((outputs[key] - batch["images"]) ** 2).mean(dim=(2, 3, 4))  # [B, L]
+                    metrics[name] = -10 * torch.log10(mse[held_out].mean())
+            return metrics
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        """L2 + LPIPS over every rendered frame, pooled with the 0.1 (context) / 1.0 (held-out) weights."""
-        weights = batch["loss_weights"]
-        mse = ((outputs["rgb"] - batch["images"]) ** 2).mean(dim=(2, 3, 4))  # [B, L]
-        losses = {"l2": self.config.l2_weight * weighted_image_loss(mse, weights)}
+        """L2 + LPIPS over every rendered frame (LVSM and, in stage 2, Gaussian renders, one shared normaliser),
+        pooled with the 0.1 (context) / 1.0 (held-out) weights; stage 2 adds the depth projection loss (linear
+        decay to 0 at ``depth_projection_max_step``) and edge-aware disparity smoothness."""
+        cfg, images = self.config, batch["images"]
+        renders = [outputs[k] for k in ("rgb", "rgb_gs") if k in outputs]
+        weights = torch.cat([batch["loss_weights"]] * len(renders), dim=1)  # [B, R*L]
+        pred = torch.cat(renders, dim=1)
+        gt = torch.cat([images] * len(renders), dim=1)
+        mse = ((pred - gt) ** 2).mean(dim=(2, 3, 4))
+        losses = {"l2": cfg.l2_weight * weighted_image_loss(mse, weights)}
         if self.lpips is not None:
-            pred, gt = outputs["rgb"].flatten(0, 1), batch["images"].flatten(0, 1)
-            per_frame = self.lpips(pred, gt, normalize=True).view(weights.shape)
-            losses["lpips"] = self.config.lpips_weight * weighted_image_loss(per_frame, weights)
+            per_frame = self.lpips(pred.flatten(0, 1), gt.flatten(0, 1), normalize=True).view(weights.shape)
+            losses["lpips"] = cfg.lpips_weight * weighted_image_loss(per_frame, weights)
+        if "depth_gs" not in outputs:
+            return losses
+        B, L, _, H, W = images.shape
+        context = batch["context"]
+        # The head's depth of each context pixel block, upsampled to the full grid (nearest) for the warps.
+        depth_pred = outputs["depth_pred"]
+        k = H // depth_pred.shape[-2]
+        depth_pred_full = depth_pred.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
+        decay = max(cfg.depth_projection_max_step - self.step, 0) / cfg.depth_projection_max_step
+        if cfg.depth_projection_weight > 0 and decay > 0:
+            c2w, K = outputs["c2w_opencv"], outputs["K"]
+            every = torch.arange(L, device=images.device).expand(B, L)
+            s1, n1 = depth_projection_loss(images, outputs["depth_gs"], every, c2w, K)
+            s2, n2 = depth_projection_loss(images, depth_pred_full, context, c2w, K)
+            losses["depth_projection"] = cfg.depth_projection_weight * decay * (s1 + s2) / (n1 + n2).clamp_min(1)
+        if cfg.depth_smooth_weight > 0:
+            ctx_images = gather_frames(images, context).flatten(0, 1)
+            smooth = disparity_smoothness_loss(outputs["depth_gs"].flatten(0, 1), images.flatten(0, 1))
+            smooth = smooth + disparity_smoothness_loss(depth_pred_full.flatten(0, 1), ctx_images)
+            losses["depth_smooth"] = cfg.depth_smooth_weight * smooth / 2
         return losses
 
     @torch.no_grad()
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        """PSNR/SSIM of the held-out frames of one evaluation clip; images: ground truth over prediction."""
+        """PSNR/SSIM of the held-out frames of one evaluation clip (LVSM branch; stage 2 also the Gaussian branch,
+        keys ``*_gs``); images: ground truth over prediction, and the Gaussian branch's depth maps."""
         from pensieve_ns.eval.metrics import held_out_image_metrics
 
-        return held_out_image_metrics(outputs["rgb"][0], batch["images"][0], batch["context"][0])
+        metrics, images = held_out_image_metrics(outputs["rgb"][0], batch["images"][0], batch["context"][0])
+        if "rgb_gs" in outputs:
+            from nerfstudio.utils.colormaps import apply_depth_colormap
+
+            gs_metrics, gs_images = held_out_image_metrics(outputs["rgb_gs"][0], batch["images"][0], batch["context"][0])
+            metrics.update({f"{k}_gs": v for k, v in gs_metrics.items() if k != "psnr_blend_context"})
+            images["img_gs"] = gs_images["img"]
+            depth = outputs["depth_gs"][0].permute(0, 2, 3, 1)  # [L, H, W, 1]
+            acc = outputs["alpha_gs"][0].permute(0, 2, 3, 1)
+            images["depth_gs"] = torch.cat(list(apply_depth_colormap(depth, accumulation=acc)), dim=1)
+        return metrics, images

@@ -1,0 +1,92 @@
+"""Finding, checking and loading nerfstudio checkpoints of pensieve runs (stage 1 -> stage 2 chaining).
+
+A run folder as ns-train writes it: ``outputs/EXP/METHOD/TIMESTAMP/{config.yml, nerfstudio_models/step-N.ckpt}``.
+Anything of that chain may be given: the run folder, its ``config.yml``, ``nerfstudio_models`` or one ``.ckpt``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from pensieve_ns.errors import PensieveInputError
+
+STAGE1_MODULES = ("encoder.", "camera_head.", "lvsm.")  # what stage 2 takes over (method.md §2.3)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """The newest ``step-*.ckpt`` that ``path`` points to, or a clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise PensieveInputError(path, "checkpoint not found (give a run folder, its config.yml or a step-*.ckpt)")
+    if path.is_file() and path.suffix == ".ckpt":
+        return path
+    folder = path.parent if path.is_file() else path
+    if (folder / "nerfstudio_models").is_dir():
+        folder = folder / "nerfstudio_models"
+    found = sorted(folder.glob("step-*.ckpt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    if not found:
+        raise PensieveInputError(path, "no step-*.ckpt checkpoint in this run (did training save one?)")
+    return found[-1]
+
+
+def run_method_name(ckpt: Path) -> Optional[str]:
+    """``method_name`` from the run's config.yml (beside ``nerfstudio_models``), if there is one."""
+    config = ckpt.parent.parent / "config.yml"
+    if not config.exists():
+        return None
+    match = re.search(r"^method_name:\s*(\S+)", config.read_text(errors="replace"), re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def load_model_state(ckpt: Path) -> Dict[str, Tensor]:
+    """The model's weights (``_model.`` prefix removed) from a nerfstudio checkpoint."""
+    try:
+        state = torch.load(ckpt, map_location="cpu")
+    except Exception as err:  # truncated or not a torch file
+        raise PensieveInputError(ckpt, f"cannot read the checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(state, dict) or "pipeline" not in state:
+        raise PensieveInputError(ckpt, "not a nerfstudio checkpoint (no 'pipeline' state)")
+    out = {}
+    for key, value in state["pipeline"].items():
+        if key.startswith("_model."):
+            key = key[len("_model."):]
+            out[key[len("module."):] if key.startswith("module.") else key] = value  # DDP-wrapped runs
+    return out
+
+
+def load_stage1_weights(model: nn.Module, path: Path, modules: Iterable[str] = STAGE1_MODULES) -> Tuple[Path, int]:
+    """Copy the backbone, camera head and LVSM head of a pensieve stage-1 (or stage-2) run into ``model``.
+
+    Refuses, naming what differs: a checkpoint of another method, one without these modules, or one whose
+    tensors have other shapes (another preset). Returns the checkpoint used and the number of tensors loaded.
+    """
+    ckpt = resolve_checkpoint(path)
+    method = run_method_name(ckpt)
+    if method is not None and not method.startswith("pensieve-stage"):
+        raise PensieveInputError(ckpt, f"a checkpoint of method '{method}', not of pensieve-stage1")
+    saved = load_model_state(ckpt)
+    own = model.state_dict()
+    wanted = [k for k in own if k.startswith(tuple(modules))]
+    missing = [k for k in wanted if k not in saved]
+    if missing:
+        raise PensieveInputError(
+            ckpt, f"not a pensieve stage-1 checkpoint: {len(missing)} of its tensors are missing (e.g. {missing[0]})"
+        )
+    shapes = [(k, tuple(saved[k].shape), tuple(own[k].shape)) for k in wanted if saved[k].shape != own[k].shape]
+    unexpected = [k for k in saved if k.startswith(tuple(modules)) and k not in own]
+    if shapes or unexpected:
+        detail = (f"{shapes[0][0]} is {list(shapes[0][1])} there and {list(shapes[0][2])} here" if shapes
+                  else f"it has {unexpected[0]}, this model does not")
+        raise PensieveInputError(
+            ckpt, f"checkpoint of another preset or model size ({len(shapes) + len(unexpected)} tensors differ; "
+            f"{detail}): train stage 2 with the same preset and --pipeline.model sizes as stage 1",
+        )
+    with torch.no_grad():
+        for k in wanted:
+            own[k].copy_(saved[k])
+    return ckpt, len(wanted)
