@@ -34,7 +34,7 @@ def ensure_data(out: Path, num_clips: int, frames: int, size: int) -> tuple[Path
     return train, held
 
 
-def train(stage: int, train: Path, held: Path, runs: Path, steps: int, *extra: str) -> Path:
+def run_ns_train(stage: int, train: Path, held: Path, runs: Path, steps: int, *extra: str) -> Path:
     """Run ``ns-train pensieve-stage{stage}`` on CPU; returns its config.yml."""
     ns_train = shutil.which("ns-train", path=str(Path(sys.executable).parent)) or "ns-train"
     cmd = [
@@ -69,8 +69,8 @@ def main() -> None:
     try:
         train, held = ensure_data(args.out / "data", args.num_clips, args.frames, args.size)
         print(f"data: {train} and {held} ({time.perf_counter() - start:.0f} s)")
-        config1 = train(1, train, held, args.out / "runs", args.steps)
-        config2 = train(2, train, held, args.out / "runs", args.stage2_steps, "--stage1-checkpoint", str(config1.parent))
+        config1 = run_ns_train(1, train, held, args.out / "runs", args.steps)
+        config2 = run_ns_train(2, train, held, args.out / "runs", args.stage2_steps, "--stage1-checkpoint", str(config1.parent))
         metrics = {"stage1": evaluate(config1), "stage2": evaluate(config2)}
     except PensieveInputError as err:
         exit_with_error(err, PROG)
