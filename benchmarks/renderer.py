@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import resource
 import subprocess
@@ -33,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pensieve_ns.cameras import invert_rigid, matrix_to_quaternion  # noqa: E402
+from pensieve_ns.cameras import invert_rigid, matrix_to_quaternion, unproject_depth  # noqa: E402
 
 BAND_ELEMENTS = 1 << 25  # dense: pixels x Gaussians per band
 
@@ -45,12 +44,10 @@ def scene(size: int, footprint: float, device: str):
     t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
     K, c2w, depth = t(clip.K), t(clip.c2w_opencv), t(clip.depth)
     rgb = t(clip.frames) / 255.0
-    v, u = torch.meshgrid(torch.arange(size, device=device) + 0.5, torch.arange(size, device=device) + 0.5, indexing="ij")
     means, quats, colors, scales = [], [], [], []
     for i in (0, 2):
         d = depth[i]
-        cam = torch.stack([(u - K[0, 2]) / K[0, 0] * d, (v - K[1, 2]) / K[1, 1] * d, d], -1).reshape(-1, 3)
-        means.append(cam @ c2w[i, :3, :3].T + c2w[i, :3, 3])
+        means.append(unproject_depth(d, K, c2w[i]).reshape(-1, 3))
         quats.append(matrix_to_quaternion(c2w[i, :3, :3]).expand(size * size, 4))
         sxy = footprint * d.reshape(-1, 1) / size
         scales.append(torch.cat([sxy, sxy, 1e-3 * sxy], -1))

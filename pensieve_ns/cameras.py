@@ -187,6 +187,27 @@ def pixel_rays_opencv(
     return dirs / dirs.norm(dim=-1, keepdim=True)
 
 
+def unproject_depth(
+    depth: Float[Tensor, "*batch h w"], K: Float[Tensor, "*batch 3 3"], c2w_opencv: Float[Tensor, "*batch 4 4"],
+    stride: int = 1,
+) -> Float[Tensor, "*batch h w 3"]:
+    """World points R (d K^-1 [u + 0.5, v + 0.5, 1]) + t of a z-depth map (OpenCV camera, pixel centres).
+
+    With ``stride`` k, depth entry (i, j) belongs to the k x k block whose centre is ((j + 0.5) k, (i + 0.5) k).
+    """
+    h, w = depth.shape[-2:]
+    v, u = torch.meshgrid(
+        (torch.arange(h, device=depth.device, dtype=depth.dtype) + 0.5) * stride,
+        (torch.arange(w, device=depth.device, dtype=depth.dtype) + 0.5) * stride,
+        indexing="ij",
+    )
+    fx, fy = K[..., 0, 0, None, None], K[..., 1, 1, None, None]
+    cx, cy = K[..., 0, 2, None, None], K[..., 1, 2, None, None]
+    points = torch.stack([(u - cx) / fx * depth, (v - cy) / fy * depth, depth], dim=-1)
+    R, t = c2w_opencv[..., :3, :3], c2w_opencv[..., :3, 3]
+    return torch.einsum("...ij,...hwj->...hwi", R, points) + t[..., None, None, :]
+
+
 def plucker_rays(
     c2w_opencv: Float[Tensor, "*batch 4 4"], K: Float[Tensor, "*batch 3 3"], height: int, width: int
 ) -> Float[Tensor, "*batch 6 H W"]:

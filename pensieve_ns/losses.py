@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from pensieve_ns.cameras import invert_rigid, unproject_depth
 from pensieve_ns.errors import PensieveInputError
 
 
@@ -51,19 +52,11 @@ def depth_projection_loss(
     """
     B, L, _, H, W = images.shape
     S = depth.shape[1]
-    from pensieve_ns.cameras import invert_rigid  # the one convention module
+    from pensieve_ns.model.pensieve import gather_frames  # here: the model module imports this one
 
-    take = lambda x, idx: torch.gather(x, 1, idx.view(B, -1, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))  # noqa: E731
-    src_img, src_c2w, src_K = take(images, source), take(c2w_opencv, source), take(K, source)
-    v, u = torch.meshgrid(
-        torch.arange(H, device=images.device, dtype=images.dtype) + 0.5,
-        torch.arange(W, device=images.device, dtype=images.dtype) + 0.5,
-        indexing="ij",
-    )
-    pix = torch.stack([u, v, torch.ones_like(u)], 0).reshape(3, -1)  # [3, HW]
+    src_img, src_c2w, src_K = gather_frames(images, source), gather_frames(c2w_opencv, source), gather_frames(K, source)
+    world = unproject_depth(depth[:, :, 0], src_K, src_c2w).reshape(B, S, H * W, 3).transpose(-1, -2)  # [B, S, 3, HW]
     z = depth.reshape(B, S, 1, H * W)
-    points = torch.linalg.solve(src_K, pix.expand(B, S, 3, H * W)) * z  # camera i, OpenCV
-    world = src_c2w[..., :3, :3] @ points + src_c2w[..., :3, 3:]
     total, count = images.new_zeros(()), images.new_zeros(())
     for r in [*range(-radius, 0), *range(1, radius + 1)]:
         target = source + r
@@ -71,9 +64,9 @@ def depth_projection_loss(
         if not exists.any():
             continue
         target = target.clamp(0, L - 1)
-        w2c = invert_rigid(take(c2w_opencv, target))
+        w2c = invert_rigid(gather_frames(c2w_opencv, target))
         cam = w2c[..., :3, :3] @ world + w2c[..., :3, 3:]
-        proj = take(K, target) @ cam
+        proj = gather_frames(K, target) @ cam
         zt = proj[:, :, 2]
         in_front = zt > 1e-5
         zt = torch.where(in_front, zt, torch.ones_like(zt))
@@ -82,7 +75,7 @@ def depth_projection_loss(
         valid = in_front & (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1) & (z[:, :, 0] > 0)
         grid = torch.stack([x / (W - 1) * 2 - 1, y / (H - 1) * 2 - 1], dim=-1).view(B * S, H, W, 2)
         warped = F.grid_sample(
-            take(images, target).flatten(0, 1), grid, mode="bilinear", padding_mode="border", align_corners=True
+            gather_frames(images, target).flatten(0, 1), grid, mode="bilinear", padding_mode="border", align_corners=True
         ).view(B, S, 3, H, W)
         err = ((warped - src_img).abs() * valid.view(B, S, 1, H, W)).mean(dim=(2, 3, 4))  # [B, S]
         total = total + (err * exists).sum()

@@ -6,7 +6,7 @@ Imported by nerfstudio while it builds its CLI: keep imports cheap and never imp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple, Type
 
@@ -86,7 +86,8 @@ def stage2_config(preset: str = "tiny") -> PensieveTrainerConfig:
     """Stage 1's model and data plus the Gaussian head, the splat renders and the depth losses; initialised from
     a stage-1 checkpoint (``--stage1-checkpoint``) with a fresh optimizer and schedule."""
     config = stage1_config(preset)
-    p, s2 = load_preset(preset), load_preset(preset)["stage2"]
+    p = load_preset(preset)
+    s2 = p["stage2"]
     config.method_name = "pensieve-stage2"
     config.max_num_iterations = s2["max_num_iterations"]
     model = config.pipeline.model

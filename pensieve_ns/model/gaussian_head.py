@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from pensieve_ns.cameras import matrix_to_quaternion, quaternion_multiply
+from pensieve_ns.cameras import matrix_to_quaternion, quaternion_multiply, unproject_depth
 
 SH_C0 = 0.28209479177387814  # colour = SH_C0 * DC + 0.5 (degree-0 spherical harmonics)
 MIN_DEPTH, MAX_DEPTH = 1.0, 100.0
@@ -74,18 +74,9 @@ class GaussianHead(nn.Module):
         raw_depth, raw_rot, raw_opacity, raw_rgb, raw_scale = raw.split([1, 4, 1, 3, 2], dim=2)
         depth = inverse_depth_activation(raw_depth)  # [B, G, 1, h, w]
 
-        # Centres: d * K^-1 [u + 0.5, v + 0.5, 1] in the frame's camera, then to the world with its c2w (OpenCV).
-        v, u = torch.meshgrid(
-            (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) * k,
-            (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) * k,
-            indexing="ij",
-        )
-        fx, fy = K[..., 0, 0, None, None], K[..., 1, 1, None, None]
-        cx, cy = K[..., 0, 2, None, None], K[..., 1, 2, None, None]
-        d = depth[:, :, 0]
-        points_cam = torch.stack([(u - cx) / fx * d, (v - cy) / fy * d, d], dim=-1)  # [B, G, h, w, 3]
-        R, t = c2w_opencv[..., :3, :3], c2w_opencv[..., :3, 3]
-        means = torch.einsum("bgij,bghwj->bghwi", R, points_cam) + t[:, :, None, None]
+        # Centres along the frame's pixel rays at the predicted depth, in the world of its c2w (OpenCV).
+        means = unproject_depth(depth[:, :, 0], K, c2w_opencv, stride=k)  # [B, G, h, w, 3]
+        R = c2w_opencv[..., :3, :3]
 
         # Rotation predicted in camera axes, composed with the camera's rotation: q_world = q_cam ⊗ q_local.
         # (+1 on w: the identity at a zero output, where plain normalisation would be ill-conditioned.)

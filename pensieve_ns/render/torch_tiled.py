@@ -17,7 +17,7 @@ the threshold anyway, the tiled image equals the dense one exactly.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Tuple
 
 import torch
 from jaxtyping import Float
