@@ -8,6 +8,9 @@ Three runs of the same tiny model, each for the same number of steps on generate
   2. scratch     : self-supervised, cameras predicted from pooled image features, from random init;
   3. warm-start  : self-supervised, frame/context transformers and LVSM head initialised from the oracle
                    (a clearly labelled synthetic prior: generated clips with known cameras), camera path fresh.
+  4. prior       : warm-start plus the supervised camera loss on the generated training clips (the labelled
+                   synthetic prior, ``camera_prior_weight``): the feed-forward cameras the prior gives.
+  5. prior_selfsup: the prior model trained further WITHOUT cameras (``--selfsup-steps``): do the cameras hold?
 Each is reported against its trivial baseline: held-out PSNR/SSIM vs blend-context and copy-nearest; relative
 poses (Racc/Tacc at 5/15/30, medians, mean predicted vs true pair angle, their correlation) vs identity poses;
 focal error. Honesty checks: poses depend on the input, a reversed pair gives the inverse relative rotation, and
@@ -41,11 +44,12 @@ from pensieve_ns.model.vit import ViTSize  # noqa: E402
 CAMERA_PATH = ("encoder.camera_bridge.", "encoder.camera_vit.", "camera_head.")
 
 
-def make_model(args, camera_source: str) -> PensieveModel:
+def make_model(args, camera_source: str, camera_prior_weight: float = 0.0) -> PensieveModel:
     size = ViTSize(dim=args.width, depth=args.depth, heads=4, mlp_hidden=4 * args.width, hook=0)
     lvsm = ViTSize(dim=args.width, depth=args.lvsm_depth or args.depth, heads=4, mlp_hidden=4 * args.width, hook=0)
     cfg = PensieveModelConfig(
         patch=args.patch, camera_hidden=args.width, lpips_weight=0.0, camera_source=camera_source,
+        camera_prior_weight=camera_prior_weight,
         frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=lvsm,
     )
     return cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
@@ -66,7 +70,7 @@ def train(model, dataset, sampler, steps: int, lr: float, log_every: int = 50) -
     model.train()
     for step in range(steps):
         batch = next(it)
-        loss = model.get_loss_dict(model(batch), batch)["l2"]
+        loss = sum(model.get_loss_dict(model(batch), batch).values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -180,6 +184,8 @@ def main() -> None:
     parser.add_argument("--runs", default="oracle,scratch,warm")
     parser.add_argument("--oracle-from", type=Path, default=None, help="reuse a saved oracle state (skips its training)")
     parser.add_argument("--eval-gap", type=int, default=None, help="frame gap of the evaluation samples")
+    parser.add_argument("--prior-weight", type=float, default=1.0, help="camera prior loss weight of the prior run")
+    parser.add_argument("--selfsup-steps", type=int, default=None, help="steps of prior_selfsup (default --steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stage1_learning")
     args = parser.parse_args()
@@ -204,11 +210,17 @@ def main() -> None:
     items = [eval_set[s] for s in specs]
     gt_focal = [float(eval_frames.gt_K[s.clip][0, 0, 0]) for s in specs]
 
-    results, curves, oracle_state = {"config": {k: str(v) for k, v in vars(args).items()}}, {}, None
+    results, curves, oracle_state, states = {"config": {k: str(v) for k, v in vars(args).items()}}, {}, None, {}
     for run in args.runs.split(","):
         torch.manual_seed(args.seed)
-        model = make_model(args, "ground_truth" if run == "oracle" else "predicted")
-        if run == "warm":
+        model = make_model(args, "ground_truth" if run == "oracle" else "predicted", args.prior_weight if run == "prior" else 0.0)
+        steps = args.steps
+        if run == "prior_selfsup":
+            if "prior" not in states:
+                raise SystemExit("prior_selfsup needs the prior run first (--runs ...,prior,prior_selfsup)")
+            model.load_state_dict(states["prior"])
+            steps = args.selfsup_steps or args.steps
+        if run in ("warm", "prior"):
             if oracle_state is None and args.oracle_from is not None:
                 oracle_state = torch.load(args.oracle_from, weights_only=True)
             if oracle_state is None:
@@ -216,14 +228,18 @@ def main() -> None:
             shared = {k: v for k, v in oracle_state.items() if not k.startswith(CAMERA_PATH)}
             missing = model.load_state_dict(shared, strict=False)
             print(f"warm start: {len(shared)} tensors from the oracle; fresh: {len(missing.missing_keys)}")
-        print(f"run {run}: {args.steps} steps")
+        print(f"run {run}: {steps} steps")
         start = time.perf_counter()
         sampler = TrainBatchSampler([c.num_frames for c in train_frames.clips], args.batch, sampler_cfg, seed=args.seed)
         if run == "oracle" and args.oracle_from is not None:  # evaluate a saved oracle, no training
             model.load_state_dict(torch.load(args.oracle_from, weights_only=True))
             curves[run] = []
         else:
-            curves[run] = train(model, dataset, sampler, args.steps, args.lr)
+            curves[run] = train(model, dataset, sampler, steps, args.lr if run != "prior_selfsup" else args.lr / 4)
+        states[run] = copy.deepcopy(model.state_dict())
+        if run in ("prior", "prior_selfsup"):
+            args.out.mkdir(parents=True, exist_ok=True)
+            torch.save(states[run], args.out / f"{run}.pt")
         minutes = (time.perf_counter() - start) / 60
         results[run] = evaluate(model, items, gt_focal) | {"train_minutes": minutes}
         if run == "oracle":

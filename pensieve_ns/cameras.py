@@ -168,6 +168,21 @@ def quaternion_multiply(a: Float[Tensor, "*batch 4"], b: Float[Tensor, "*batch 4
     )
 
 
+def axis_angle_to_matrix(w: Float[Tensor, "*batch 3"]) -> Float[Tensor, "*batch 3 3"]:
+    """Rodrigues: exp([w]x) = I + A [w]x + B [w]x², with Taylor forms near 0 (finite gradients at w = 0)."""
+    theta2 = (w * w).sum(-1)[..., None, None]
+    small = theta2 < 1e-8
+    safe2 = torch.where(small, torch.ones_like(theta2), theta2)
+    theta = safe2.sqrt()
+    A = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    B = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / safe2)
+    x, y, z = w.unbind(-1)
+    zero = torch.zeros_like(x)
+    S = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).view(*w.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(S)
+    return eye + A * S + B * (S @ S)
+
+
 def _normalize(quat: Tensor) -> Tensor:
     return quat / quat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 

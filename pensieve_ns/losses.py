@@ -94,3 +94,22 @@ def disparity_smoothness_loss(
     wx = torch.exp(-2.0 * (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True))
     wy = torch.exp(-2.0 * (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True))
     return (dx * wx).mean() + (dy * wy).mean()
+
+
+def camera_prior_loss(
+    c2w: Float[Tensor, "B L 4 4"], K: Float[Tensor, "B L 3 3"], gt_c2w: Float[Tensor, "B L 4 4"], gt_K: Float[Tensor, "B L 3 3"]
+) -> Float[Tensor, ""]:
+    """Supervised camera loss of the optional SYNTHETIC PRIOR (generated clips with known cameras only).
+
+    Both camera sets (OpenCV c2w) are expressed relative to their first frame with the farthest centre at 1
+    (``normalise_cameras``), so the loss ignores the world frame and scale the model picks. Terms: squared
+    Frobenius distance of relative rotations, squared distance of normalised relative centres, and the squared
+    log ratio of focal lengths.
+    """
+    from pensieve_ns.cameras import normalise_cameras
+
+    pred, gt = normalise_cameras(c2w), normalise_cameras(gt_c2w)
+    rot = ((pred[:, 1:, :3, :3] - gt[:, 1:, :3, :3]) ** 2).sum(dim=(-2, -1)).mean()
+    trans = ((pred[:, 1:, :3, 3] - gt[:, 1:, :3, 3]) ** 2).sum(dim=-1).mean()
+    focal = (torch.log(K[:, :, [0, 1], [0, 1]] / gt_K[:, :, [0, 1], [0, 1]]) ** 2).mean()
+    return rot + trans + focal

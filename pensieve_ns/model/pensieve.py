@@ -15,7 +15,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 
 from pensieve_ns.cameras import invert_rigid, normalise_cameras, plucker_rays
-from pensieve_ns.losses import depth_projection_loss, disparity_smoothness_loss
+from pensieve_ns.losses import camera_prior_loss, depth_projection_loss, disparity_smoothness_loss
 from pensieve_ns.model.camera_head import CameraHead
 from pensieve_ns.model.encoder import FEATURE_CHANNELS, PensieveEncoder
 from pensieve_ns.model.gaussian_head import GaussianHead
@@ -45,6 +45,10 @@ class PensieveModelConfig(ModelConfig):
     camera_source: Literal["predicted", "ground_truth"] = "predicted"
     """'ground_truth' is the ORACLE of the learning benchmark and of the optional synthetic prior: the LVSM head
     is fed normalised ground-truth cameras of generated clips. User data never supplies cameras."""
+    camera_prior_weight: float = 0.0
+    """LABELLED SYNTHETIC PRIOR, off by default: > 0 adds a supervised loss between the predicted cameras and the
+    known cameras of generated clips (``losses.camera_prior_loss``). Only for pre-training on generated data;
+    a clip without ground truth is refused."""
 
     # Stage 2 (method.md §1.4, §1.5, §2.2): Gaussians from the context features, splatted into every frame.
     gaussians: bool = False
@@ -168,6 +172,12 @@ class PensieveModel(Model):
         if self.lpips is not None:
             per_frame = self.lpips(pred.flatten(0, 1), gt.flatten(0, 1), normalize=True).view(weights.shape)
             losses["lpips"] = cfg.lpips_weight * weighted_image_loss(per_frame, weights)
+        if cfg.camera_prior_weight > 0:  # the labelled synthetic prior (generated clips with known cameras)
+            if "has_gt" in batch and not bool(batch["has_gt"].all()):
+                raise ValueError("camera_prior_weight > 0 needs ground-truth cameras (generated clips) for every clip")
+            losses["camera_prior"] = cfg.camera_prior_weight * camera_prior_loss(
+                outputs["c2w_opencv"], outputs["K"], batch["gt_c2w_opencv"], batch["gt_K"]
+            )
         if "depth_gs" not in outputs:
             return losses
         B, L, _, H, W = images.shape
