@@ -16,6 +16,7 @@ wall time on this CPU. Baseline: identity cameras. Writes results.json, table.md
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pensieve_ns.data.sources import nerfstudio_clip  # noqa: E402
 from pensieve_ns.data.synthetic import generate_clip  # noqa: E402
@@ -58,10 +60,32 @@ def abs_rel(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean(np.abs(p - g) / g))
 
 
+def load_prior(path: Path):
+    """A stage-1 model trained with the labelled synthetic camera prior by ``stage1_learning.py --runs prior``
+    (its default sizes with --patch 4 --lvsm-depth 4: 32 px, width 128)."""
+    from stage1_learning import make_model
+
+    model = make_model(argparse.Namespace(width=128, depth=2, lvsm_depth=4, patch=4), "predicted")
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model.eval()
+
+
+@torch.no_grad()
+def feed_forward(model, images: torch.Tensor, size: int = 32):
+    """The prior model's cameras for a clip: frames resized to its 32 px, first and last frames as context;
+    K scaled back to the input's pixels."""
+    small = torch.nn.functional.interpolate(images, size=(size, size), mode="area")[None]
+    out = model({"images": small, "context": torch.tensor([[0, len(images) - 1]])})
+    K = out["K"][0, 0].clone()
+    K[:2] *= images.shape[-1] / size
+    return out["c2w_opencv"][0], K
+
+
 def run_clip(name: str, images: torch.Tensor, gt_c2w: np.ndarray, gt_fx: float, cfg: RefineConfig, max_sep: int,
-             gt_depth=None) -> Dict:
+             gt_depth=None, init=None) -> Dict:
+    """Refine from identity and a focal sweep (init None), or from given (c2w, K) (feed-forward cameras)."""
     start = time.perf_counter()
-    result = refine_clip(images, config=cfg)
+    result = refine_clip(images, *(init or (None, None)), config=cfg)
     seconds = time.perf_counter() - start
     pred = result.c2w_opencv.double().numpy()
     identity = np.tile(np.eye(4), (len(gt_c2w), 1, 1))
@@ -114,12 +138,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--chair", action="store_true", help="also chair_orbit (every 4th frame, 128 px)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--oracle-focal", action="store_true",
+                        help="DIAGNOSTIC: chair_orbit with its true focal length, fixed (isolates focal from pose errors)")
+    parser.add_argument("--prior", type=Path, default=None,
+                        help="also score a synthetic-prior model's feed-forward cameras and refinement started from them")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "pose_refinement")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     results: Dict = {"config": {"generated": GENERATED_CONFIG.__dict__, "chair": CHAIR_CONFIG.__dict__, "args": vars(args) | {"out": str(args.out)}}}
-    rows = []
+    rows, prior_rows, ff_rows = [], [], []
+    prior = load_prior(args.prior) if args.prior else None
     if args.generated:
         print(f"generated held-out clips ({args.size} px, 8 frames at gap 2):")
     for seed in range(args.generated):
@@ -129,6 +158,21 @@ def main() -> None:
         row = run_clip(f"heldout-{seed} ({clip.info['path']})", images, clip.c2w_opencv[sel], float(clip.K[0, 0]),
                        GENERATED_CONFIG, 0, clip.depth[sel])
         rows.append(row)
+        if prior is not None:
+            c2w, K = feed_forward(prior, images)
+            ff = {"refined": pose_scores(c2w.double().numpy(), clip.c2w_opencv[sel]),
+                  "focal_rel_err": focal_error(float(K[0, 0]), float(clip.K[0, 0]))}
+            ff_rows.append(ff)
+            print(f"    feed-forward prior: Racc@5 {ff['refined']['Racc@5']:.2f}, focal err {ff['focal_rel_err']:.2f}")
+            prior_rows.append(run_clip("    refined from the prior", images, clip.c2w_opencv[sel], float(clip.K[0, 0]),
+                                       GENERATED_CONFIG, 0, clip.depth[sel], init=(c2w, K)))
+    if prior_rows:
+        results["generated_prior"] = {"feed_forward": mean_rows(ff_rows, "refined"),
+                                      "feed_forward_focal_rel_err": float(np.mean([r["focal_rel_err"] for r in ff_rows])),
+                                      "refined": mean_rows(prior_rows, "refined"),
+                                      "refined_focal_rel_err": float(np.mean([r["focal_rel_err"] for r in prior_rows])),
+                                      "refined_depth_abs_rel": float(np.mean([r["depth_abs_rel"] for r in prior_rows])),
+                                      "seconds_mean": float(np.mean([r["seconds"] for r in prior_rows]))}
     if rows:
         results["generated"] = {"rows": [{k: v for k, v in r.items() if k != "_pred"} for r in rows],
                                 "mean_refined": mean_rows(rows, "refined"), "mean_identity": mean_rows(rows, "identity"),
@@ -140,7 +184,11 @@ def main() -> None:
         sel = list(range(0, clip.num_frames, 4))
         images = torch.from_numpy(np.stack(clip.read(sel))).permute(0, 3, 1, 2).float() / 255
         print("chair_orbit (every 4th frame, 128 px; pairs within 10 frames):")
-        row = run_clip("chair_orbit", images, clip.gt.c2w_opencv[sel], float(clip.gt.K[0, 0, 0]), CHAIR_CONFIG, 10)
+        cfg, init, name = CHAIR_CONFIG, None, "chair_orbit"
+        if args.oracle_focal:
+            cfg = dataclasses.replace(CHAIR_CONFIG, optimise_focal=False)
+            init, name = (None, torch.from_numpy(clip.gt.K[0]).float()), "chair_orbit (ORACLE focal)"
+        row = run_clip(name, images, clip.gt.c2w_opencv[sel], float(clip.gt.K[0, 0, 0]), cfg, 10, init=init)
         plot_trajectory(row["_pred"], clip.gt.c2w_opencv[sel], args.out / "chair_trajectory.png",
                         f"chair_orbit, test-time refinement from identity: Racc@5 {row['refined']['Racc@5']:.2f}")
         results["chair"] = {k: v for k, v in row.items() if k != "_pred"}
@@ -159,6 +207,16 @@ def write_table(results: Dict, out: Path) -> None:
             lines.append(f"| generated held-out ({len(g['rows'])} clips) | {name} | {acc(d, 'Racc')} | {acc(d, 'Tacc')} | "
                          f"{d['rot_err_median']:.1f} | {d['adjacent_pred_angle']:.1f}/{d['adjacent_true_angle']:.1f} | "
                          + (f"{g['focal_rel_err']:.2f} | {g['depth_abs_rel']:.3f} | {g['seconds_mean']:.0f} |" if refined else "- | - | - |"))
+    if "generated_prior" in results:
+        g = results["generated_prior"]
+        d = g["feed_forward"]
+        lines.append(f"| generated held-out | synthetic prior, feed-forward (32 px) | {acc(d, 'Racc')} | {acc(d, 'Tacc')} | "
+                     f"{d['rot_err_median']:.1f} | {d['adjacent_pred_angle']:.1f}/{d['adjacent_true_angle']:.1f} | "
+                     f"{g['feed_forward_focal_rel_err']:.2f} | - | - |")
+        d = g["refined"]
+        lines.append(f"| generated held-out | synthetic prior + test-time refined | {acc(d, 'Racc')} | {acc(d, 'Tacc')} | "
+                     f"{d['rot_err_median']:.1f} | {d['adjacent_pred_angle']:.1f}/{d['adjacent_true_angle']:.1f} | "
+                     f"{g['refined_focal_rel_err']:.2f} | {g['refined_depth_abs_rel']:.3f} | {g['seconds_mean']:.0f} |")
     if "chair" in results:
         c = results["chair"]
         for name, d in (("identity", c["identity"]), ("test-time refined", c["refined"]), ("refined, all pairs", c["refined_all_pairs"])):
