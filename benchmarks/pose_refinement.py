@@ -91,7 +91,7 @@ def run_clip(name: str, images: torch.Tensor, gt_c2w: np.ndarray, gt_fx: float, 
     identity = np.tile(np.eye(4), (len(gt_c2w), 1, 1))
     row = {"clip": name, "frames": len(gt_c2w), "seconds": seconds,
            "refined": pose_scores(pred, gt_c2w, max_sep), "identity": pose_scores(identity, gt_c2w, max_sep),
-           "focal_rel_err": focal_error(float(result.K[0, 0]), gt_fx), "final_photometric": result.history[-1]["photometric"]}
+           "focal_rel_err": focal_error(float(result.K[0, 0]), gt_fx), "final_photometric": result.photometric}
     if max_sep:
         row["refined_all_pairs"] = pose_scores(pred, gt_c2w)
     if gt_depth is not None:

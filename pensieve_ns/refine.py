@@ -52,6 +52,8 @@ class RefineConfig:
     sweep_steps: int = 60
     """Steps per level of each sweep trial."""
     sweep_levels: int = 2
+    sweep_finalists: int = 1
+    """The best this many sweep starts each run the full pyramid; the lowest final photometric error wins."""
     """Each sweep trial runs the first sweep_levels levels of the pyramid (the finer, the better it separates)."""
     log_every: int = 50
 
@@ -61,6 +63,8 @@ class RefineResult:
     c2w_opencv: Float[Tensor, "L 4 4"]
     K: Float[Tensor, "3 3"]
     depth: Float[Tensor, "L 1 H W"]
+    photometric: float = float("nan")
+    """Final photometric error of the returned solution."""
     history: List[dict] = field(default_factory=list)
 
 
@@ -127,21 +131,26 @@ def refine_clip(
     c2w_init = c2w_init.detach().to(dtype)
     history: List[dict] = []
     if K_init is None:
-        best = None
+        trials = []
         for f in config.focal_sweep:
             K0 = _pinhole(f * W, W, H, dtype, device)
             trial = _Problem(images, c2w_init, K0, config)
             levels = config.levels[: config.sweep_levels]
-            photo = trial.run(levels, (config.sweep_steps,) * len(levels), history, tag=f"sweep f={f:g}W")
-            if best is None or photo < best[0]:
-                best = (photo, K0)
-        K_init = best[1]
-    problem = _Problem(images, c2w_init, K_init.detach().to(dtype), config)
-    problem.run(config.levels, config.steps_per_level, history)
+            trials.append((trial.run(levels, (config.sweep_steps,) * len(levels), history, tag=f"sweep f={f:g}W"), f, K0))
+        starts = [K0 for _, _, K0 in sorted(trials, key=lambda t: t[0])[: config.sweep_finalists]]
+    else:
+        starts = [K_init.detach().to(dtype)]
+    best = None
+    for K0 in starts:  # the sweep's finalists each run the whole pyramid; the lowest final error wins
+        problem = _Problem(images, c2w_init, K0, config)
+        photo = problem.run(config.levels, config.steps_per_level, history, tag="final" if len(starts) > 1 else "")
+        if best is None or photo < best[0]:
+            best = (photo, problem)
+    problem = best[1]
     with torch.no_grad():
         c2w, K = problem.cameras()
         depth = problem.depth(H, W)
-    return RefineResult(c2w.detach(), K.detach(), depth.detach(), history)
+    return RefineResult(c2w.detach(), K.detach(), depth.detach(), best[0], history)
 
 
 def _pinhole(f: float, W: int, H: int, dtype, device) -> Tensor:
