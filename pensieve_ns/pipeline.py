@@ -61,6 +61,25 @@ class PensievePipeline(VanillaPipeline):
             self._model = DDP(self._model, device_ids=[local_rank] if on_gpu else None, find_unused_parameters=True)
             dist.barrier()
 
+    @torch.no_grad()
+    def update_scene(self) -> bool:
+        """Predict the Gaussians and cameras of the fixed evaluation sample ``model.config.scene_sample`` and keep
+        them as the model's current scene (saved with the checkpoint). Stage 2 only; False where nothing was set."""
+        model = self.model
+        samples = getattr(self.datamanager, "eval_samples", [])
+        if not model.config.gaussians or len(samples) == 0:
+            return False
+        _, batch = self.datamanager.eval_batch(min(model.config.scene_sample, len(samples) - 1))
+        was_training = model.training
+        model.eval()
+        out = model(batch)
+        model.train(was_training)
+        gs = out["gaussians"]
+        H, W = batch["images"].shape[-2:]
+        model.set_scene(gs.means[0], gs.quats[0], gs.scales[0], gs.opacities[0], gs.colors[0],
+                        out["c2w_opencv"][0], out["K"][0], H, W)
+        return True
+
     def get_train_loss_dict(self, step: int):
         _, batch = self.datamanager.next_train(step)
         outputs = self._model(batch)  # through DDP's forward when distributed

@@ -64,6 +64,7 @@ class PensieveTrainer(Trainer):
         ckpt_path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         tmp_path = self.checkpoint_dir / f".{ckpt_path.name}.tmp"  # not matched by nerfstudio's *.ckpt globs
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        pipeline.update_scene()  # stage 2: the current scene of ns-export / ns-viewer travels in the checkpoint
         state = {
             "step": step,
             "pipeline": pipeline.state_dict(),

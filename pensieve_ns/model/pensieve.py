@@ -10,7 +10,8 @@ from jaxtyping import Float
 from torch import Tensor
 from torch.nn import Parameter
 
-from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.models.base_model import ModelConfig
+from nerfstudio.models.splatfacto import SplatfactoModel
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 
@@ -21,6 +22,7 @@ from pensieve_ns.model.encoder import FEATURE_CHANNELS, PensieveEncoder
 from pensieve_ns.model.gaussian_head import GaussianHead
 from pensieve_ns.render import render
 from pensieve_ns.model.lvsm_head import LVSMHead
+from pensieve_ns.model.scene import SceneMixin
 from pensieve_ns.model.vit import ViTSize
 
 
@@ -65,6 +67,10 @@ class PensieveModelConfig(ModelConfig):
     depth_projection_max_step: int = 600000
     """The depth projection loss decays linearly to 0 at this step."""
     depth_smooth_weight: float = 0.0
+    scene_sample: int = 0
+    """Which fixed evaluation sample becomes the model's "current scene" (what ns-export and ns-viewer show)."""
+    sh_degree: int = 0
+    """Colours are view-independent (degree-0 SH); read by nerfstudio's Splatfacto code paths."""
 
 
 def gather_frames(x: Float[Tensor, "B L *rest"], index: Tensor) -> Float[Tensor, "B G *rest"]:
@@ -79,8 +85,14 @@ def weighted_image_loss(
     return (per_frame * weights).sum() / weights.sum()
 
 
-class PensieveModel(Model):
-    """Latent cameras and latent scene from an unposed clip; renders every frame with the LVSM head."""
+class PensieveModel(SceneMixin, SplatfactoModel):
+    """Latent cameras and latent scene from an unposed clip; renders every frame with the LVSM head (stage 1) and
+    with Gaussians splatted from the context frames (stage 2).
+
+    A ``SplatfactoModel`` only so that ``ns-export gaussian-splat``, ``ns-viewer`` and ``ns-render`` accept it:
+    none of Splatfacto's own modules, losses or densification are used; what they read is the "current scene"
+    of ``SceneMixin`` (one clip's predicted Gaussians and cameras).
+    """
 
     config: PensieveModelConfig
 
@@ -94,6 +106,7 @@ class PensieveModel(Model):
             GaussianHead(FEATURE_CHANNELS + 5, cfg.gaussian_hidden, cfg.gaussian_stride, cfg.gaussian_footprint) if cfg.gaussians else None
         )
         self.step = 0  # training iteration, for the depth projection loss's decay (set by a callback)
+        self.init_scene_buffers()
         self.lpips = None
         if cfg.lpips_weight > 0:
             from pensieve_ns.losses import load_lpips_vgg

@@ -1,0 +1,74 @@
+"""nerfstudio's own commands on a stage-2 run: the model's "current scene" and ``ns-export gaussian-splat``."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from test_stage2 import ns_train
+
+NS_EXPORT = Path(sys.executable).parent / "ns-export"
+
+
+@pytest.fixture(scope="module")
+def stage2_run(synth_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export_runs")
+    s1 = ns_train("pensieve-stage1", synth_dir, out / "s1", "--max-num-iterations", 2, "--steps-per-save", 1)
+    assert s1.returncode == 0, s1.stderr[-3000:]
+    s1_dir = next((out / "s1").rglob("config.yml")).parent
+    s2 = ns_train("pensieve-stage2", synth_dir, out / "s2", "--stage1-checkpoint", s1_dir, "--max-num-iterations", 2)
+    assert s2.returncode == 0, s2.stderr[-3000:]
+    return next((out / "s2").rglob("config.yml")).parent
+
+
+def test_scene_buffers_round_trip_through_load_state_dict():
+    from pensieve_ns.model.pensieve import PensieveModelConfig
+    from pensieve_ns.model.vit import ViTSize
+
+    tiny = ViTSize(dim=32, depth=2, heads=4, mlp_hidden=64, hook=0)
+    cfg = PensieveModelConfig(patch=8, camera_hidden=32, lpips_weight=0.0, gaussians=True, gaussian_hidden=8,
+                              frame_vit=tiny, camera_vit=tiny, context_vit=tiny, lvsm_vit=tiny)
+    a = cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
+    b = cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
+    assert a.num_points == 0 and a.means.shape == (0, 3)
+    N = 5
+    a.set_scene(torch.randn(N, 3), torch.randn(N, 4), torch.rand(N, 3) + 0.1, torch.rand(N), torch.rand(N, 3),
+                torch.eye(4).expand(2, 4, 4), torch.eye(3).expand(2, 3, 3), 16, 16)
+    b.load_state_dict(a.state_dict())
+    assert b.num_points == N and torch.equal(b.scales, a.scales) and torch.equal(b.opacities, a.opacities)
+    assert torch.allclose(b.colors, a.colors) and b.features_rest.shape == (N, 0, 3)
+
+
+@pytest.mark.slow
+def test_ns_export_gaussian_splat_matches_the_models_render(stage2_run, tmp_path):
+    from plyfile import PlyData
+
+    from nerfstudio.utils.eval_utils import eval_setup
+    from pensieve_ns.cameras import invert_rigid
+    from pensieve_ns.render import render
+
+    run = subprocess.run([str(NS_EXPORT), "gaussian-splat", "--load-config", str(stage2_run / "config.yml"),
+                          "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ply = PlyData.read(str(tmp_path / "splat.ply"))["vertex"]
+    names = {p.name for p in ply.properties}
+    assert {"x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+            "rot_0", "rot_1", "rot_2", "rot_3"} <= names
+    col = lambda *keys: torch.from_numpy(np.stack([np.asarray(ply[k], dtype=np.float32) for k in keys], -1))  # noqa: E731
+    means, sh0 = col("x", "y", "z"), col("f_dc_0", "f_dc_1", "f_dc_2")
+    opacities, scales, quats = torch.sigmoid(col("opacity")[:, 0]), torch.exp(col("scale_0", "scale_1", "scale_2")), col("rot_0", "rot_1", "rot_2", "rot_3")
+    colors = (0.5 + 0.28209479177387814 * sh0).clamp(0, 1)
+
+    _, pipeline, _, _ = eval_setup(stage2_run / "config.yml", test_mode="inference")
+    model = pipeline.model
+    assert model.num_points > 0 and len(means) > 0.5 * model.num_points  # only near-transparent rows are dropped
+    H, W = (int(v) for v in model.scene_hw)
+    c2w, K = model.scene_c2w_opencv[:1], model.scene_K[:1]
+    expected = model.render_scene(c2w, K, W, H)["rgb"]
+    grey = torch.full((1, 3, 1, 1), 0.5)
+    got, _, _ = render(means, quats, scales, opacities, colors, invert_rigid(c2w), K, W, H, background=grey, backend="torch")
+    assert torch.allclose(got, expected, atol=2e-3), (got - expected).abs().max()
+    assert expected.std() > 1e-3  # not a blank render
