@@ -75,10 +75,18 @@ class PensievePipeline(VanillaPipeline):
         out = model(batch)
         model.train(was_training)
         gs = out["gaussians"]
-        H, W = batch["images"].shape[-2:]
         model.set_scene(gs.means[0], gs.quats[0], gs.scales[0], gs.opacities[0], gs.colors[0],
-                        out["c2w_opencv"][0], out["K"][0], H, W)
+                        out["c2w_opencv"][0], out["K"][0], batch["images"][0])
         return True
+
+    def load_pipeline(self, loaded_state, step: int) -> None:
+        """nerfstudio's load; then, where the checkpoint holds a current scene, the viewer's ``train_dataset`` becomes
+        that clip's frames with their predicted cameras (the frustums ns-viewer draws)."""
+        super().load_pipeline(loaded_state, step)
+        if self.model.has_scene() and self.test_mode != "val":  # not while training (resume)
+            from pensieve_ns.model.scene import SceneFrames
+
+            self.datamanager.train_dataset = SceneFrames(self.model)
 
     def get_train_loss_dict(self, step: int):
         _, batch = self.datamanager.next_train(step)

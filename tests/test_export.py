@@ -36,10 +36,11 @@ def test_scene_buffers_round_trip_through_load_state_dict():
     assert a.num_points == 0 and a.means.shape == (0, 3)
     N = 5
     a.set_scene(torch.randn(N, 3), torch.randn(N, 4), torch.rand(N, 3) + 0.1, torch.rand(N), torch.rand(N, 3),
-                torch.eye(4).expand(2, 4, 4), torch.eye(3).expand(2, 3, 3), 16, 16)
+                torch.eye(4).expand(2, 4, 4), torch.eye(3).expand(2, 3, 3), torch.rand(2, 3, 16, 16))
     b.load_state_dict(a.state_dict())
     assert b.num_points == N and torch.equal(b.scales, a.scales) and torch.equal(b.opacities, a.opacities)
     assert torch.allclose(b.colors, a.colors) and b.features_rest.shape == (N, 0, 3)
+    assert torch.equal(b.scene_images, a.scene_images)
 
 
 @pytest.mark.slow
@@ -72,3 +73,22 @@ def test_ns_export_gaussian_splat_matches_the_models_render(stage2_run, tmp_path
     got, _, _ = render(means, quats, scales, opacities, colors, invert_rigid(c2w), K, W, H, background=grey, backend="torch")
     assert torch.allclose(got, expected, atol=2e-3), (got - expected).abs().max()
     assert expected.std() > 1e-3  # not a blank render
+
+
+@pytest.mark.slow
+def test_loaded_run_shows_its_predicted_cameras_and_renders_at_a_viewer_camera(stage2_run):
+    from nerfstudio.utils.eval_utils import eval_setup
+    from pensieve_ns.cameras import opencv_to_opengl_c2w
+
+    _, pipeline, _, _ = eval_setup(stage2_run / "config.yml", test_mode="test")
+    model, frames = pipeline.model, pipeline.datamanager.train_dataset
+    assert len(frames) == model.scene_c2w_opencv.shape[0] and frames[0]["image"].shape[-1] == 3
+    assert torch.allclose(frames.cameras.camera_to_worlds, opencv_to_opengl_c2w(model.scene_c2w_opencv)[:, :3])
+    camera = frames.cameras[0:1]
+    model.set_background(torch.tensor([0.0, 0.0, 1.0]))
+    out = model.get_outputs_for_camera(camera)
+    H, W = (int(v) for v in model.scene_hw)
+    assert out["rgb"].shape == (H, W, 3) and out["depth"].shape == (H, W, 1) and out["accumulation"].shape == (H, W, 1)
+    expected = model.render_scene(model.scene_c2w_opencv[:1], model.scene_K[:1], W, H)["rgb"][0].permute(1, 2, 0)
+    assert torch.allclose(out["rgb"], expected, atol=1e-5)
+    assert out["accumulation"].mean() > 0.5

@@ -24,7 +24,7 @@ from pensieve_ns.model.gaussian_head import SH_C0
 
 SCENE_BUFFERS = {  # name -> trailing shape
     "scene_means": (3,), "scene_log_scales": (3,), "scene_quats": (4,), "scene_sh0": (3,), "scene_opacity_logits": (1,),
-    "scene_c2w_opencv": (4, 4), "scene_K": (3, 3), "scene_hw": (),
+    "scene_c2w_opencv": (4, 4), "scene_K": (3, 3), "scene_hw": (), "scene_images": (3, 0, 0),
 }
 
 
@@ -41,9 +41,10 @@ class SceneMixin:
     def set_scene(
         self, means: Float[Tensor, "N 3"], quats: Float[Tensor, "N 4"], scales: Float[Tensor, "N 3"],
         opacities: Float[Tensor, "N"], colors: Float[Tensor, "N 3"], c2w_opencv: Float[Tensor, "L 4 4"],
-        K: Float[Tensor, "L 3 3"], height: int, width: int,
+        K: Float[Tensor, "L 3 3"], images: Float[Tensor, "L 3 H W"],
     ) -> None:
-        """Keep one clip's Gaussians (linear scales, opacities in (0, 1), colours as RGB = 0.5 + SH_C0 * DC)."""
+        """Keep one clip's Gaussians (linear scales, opacities in (0, 1), colours as RGB = 0.5 + SH_C0 * DC), its
+        cameras and its frames (for the viewer's frustums and thumbnails)."""
         eps = 1e-6
         p = opacities.clamp(eps, 1 - eps)
         self.scene_means = means.detach().float().clone()
@@ -53,7 +54,8 @@ class SceneMixin:
         self.scene_sh0 = ((colors.detach().float() - 0.5) / SH_C0).clone()
         self.scene_c2w_opencv = c2w_opencv.detach().float().clone()
         self.scene_K = K.detach().float().clone()
-        self.scene_hw = torch.tensor([float(height), float(width)])
+        self.scene_hw = torch.tensor([float(images.shape[-2]), float(images.shape[-1])])
+        self.scene_images = images.detach().float().clone()
 
     def has_scene(self) -> bool:
         return self.scene_means.shape[0] > 0
@@ -143,3 +145,34 @@ class SceneMixin:
             "depth": out["depth"][0].permute(1, 2, 0),
             "accumulation": out["alpha"][0].permute(1, 2, 0),
         }
+
+
+class SceneFrames(torch.utils.data.Dataset):
+    """The current scene's frames with their PREDICTED cameras, as nerfstudio's viewer reads ``train_dataset``:
+    ``cameras`` (nerfstudio ``Cameras``, OpenGL camera-to-world), ``scene_box``, ``metadata`` and items
+    ``{"image": [H, W, 3], "image_idx": i}``."""
+
+    def __init__(self, model: SceneMixin):
+        from nerfstudio.cameras.cameras import Cameras, CameraType
+        from nerfstudio.data.scene_box import SceneBox
+
+        from pensieve_ns.cameras import opencv_to_opengl_c2w
+
+        self.images = model.scene_images.cpu()
+        L, _, H, W = self.images.shape
+        K = model.scene_K.cpu()
+        self.cameras = Cameras(
+            camera_to_worlds=opencv_to_opengl_c2w(model.scene_c2w_opencv.cpu())[:, :3, :4].contiguous(),
+            fx=K[:, 0, 0:1], fy=K[:, 1, 1:2], cx=K[:, 0, 2:3], cy=K[:, 1, 2:3],
+            width=torch.full((L, 1), W, dtype=torch.long), height=torch.full((L, 1), H, dtype=torch.long),
+            camera_type=CameraType.PERSPECTIVE,
+        )
+        extent = float(model.scene_c2w_opencv[:, :3, 3].abs().max().clamp_min(1.0)) * 2
+        self.scene_box = SceneBox(aabb=torch.tensor([[-extent] * 3, [extent] * 3]))
+        self.metadata: Dict = {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Dict:
+        return {"image": self.images[i].permute(1, 2, 0).contiguous(), "image_idx": i}
