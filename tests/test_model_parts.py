@@ -32,6 +32,23 @@ def test_focal_range_and_init():
     assert focal_from_raw(torch.tensor(1e4), W).item() == pytest.approx(3.0 * W)
 
 
+def test_residual_quaternion_starts_at_identity_and_keeps_rotation_gradients_of_order_one():
+    torch.manual_seed(0)
+    feats = torch.randn(1, 2, 21, 8, 8) + 3.0  # large pooled features: |w| is large in the spec head
+    grads = {}
+    for mode in ("spec", "residual"):
+        torch.manual_seed(1)
+        head = CameraHead(21, 32, quaternion=mode)
+        c2w, _, _ = head(feats)
+        if mode == "residual":
+            torch.testing.assert_close(c2w, torch.eye(4).expand(1, 2, 4, 4))
+        c2w[0, 1, 0, 1].backward()  # an off-diagonal rotation entry
+        grads[mode] = head.linear.weight.grad[1:4].norm()
+    assert grads["residual"] > 2 * grads["spec"]  # the spec head divides them by |w| (here about 3)
+    with pytest.raises(ValueError):
+        CameraHead(21, 8, quaternion="other")
+
+
 def test_camera_head_init_identity_and_shared_intrinsics():
     head = CameraHead(21, 16)
     feats = torch.randn(2, 3, 21, 16, 24).abs() + 0.1  # positive pooled features: w > 0

@@ -22,15 +22,25 @@ def focal_from_raw(raw: Tensor, size: int) -> Tensor:
 
 
 class CameraHead(nn.Module):
-    """1x1 conv -> global mean -> linear to 10 raw values, zero-initialised except the quaternion's w."""
+    """1x1 conv -> global mean -> linear to 10 raw values.
 
-    def __init__(self, in_channels: int = 21, hidden: int = 512):
+    ``quaternion="spec"`` (method.md §1.2): zero-initialised except the quaternion's w row (all ones), so w is the
+    sum of the pooled features. At CPU scale that sum is large (about -31 after training in LEARNING.md exp 5), and
+    since the rotation is q / |q| every rotation gradient is divided by |w|: rotations barely move.
+    ``quaternion="residual"``: q = [1, 0, 0, 0] + raw with all rows zero-initialised: the same identity start, with
+    rotation gradients of order one."""
+
+    def __init__(self, in_channels: int = 21, hidden: int = 512, quaternion: str = "spec"):
         super().__init__()
+        if quaternion not in ("spec", "residual"):
+            raise ValueError(f"quaternion must be 'spec' or 'residual', not {quaternion!r}")
+        self.residual = quaternion == "residual"
         self.conv = nn.Conv2d(in_channels, hidden, 1, bias=False)
         self.linear = nn.Linear(hidden, 10, bias=False)
         nn.init.zeros_(self.linear.weight)
-        with torch.no_grad():
-            self.linear.weight[0].fill_(1.0)  # quaternion w: identity rotation at start
+        if not self.residual:
+            with torch.no_grad():
+                self.linear.weight[0].fill_(1.0)  # quaternion w: identity rotation at start
 
     def forward(
         self, features: Float[Tensor, "B L C H W"]
@@ -40,7 +50,10 @@ class CameraHead(nn.Module):
         # A bias-free 1x1 conv commutes with the spatial mean, so pooling first is exact and H*W times cheaper.
         pooled = self.conv(features.mean(dim=(-2, -1)).reshape(B * L, -1, 1, 1)).flatten(1)
         raw = self.linear(pooled).view(B, L, 10)
-        quat = raw[..., :4] / (raw[..., :4].norm(dim=-1, keepdim=True) + 1e-5)
+        quat = raw[..., :4]
+        if self.residual:
+            quat = quat + torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=raw.dtype, device=raw.device)
+        quat = quat / (quat.norm(dim=-1, keepdim=True) + 1e-5)
         c2w = torch.zeros(B, L, 4, 4, dtype=raw.dtype, device=raw.device)
         c2w[..., :3, :3] = quaternion_to_matrix(quat)
         c2w[..., :3, 3] = raw[..., 4:7]

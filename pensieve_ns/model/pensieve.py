@@ -37,6 +37,8 @@ class PensieveModelConfig(ModelConfig):
     context_vit: ViTSize = field(default_factory=ViTSize)
     lvsm_vit: ViTSize = field(default_factory=ViTSize)
     camera_hidden: int = 512
+    camera_quaternion: Literal["spec", "residual"] = "spec"
+    """'spec': the paper's head (w row all ones); 'residual': q = identity + output (see CameraHead)."""
     l2_weight: float = 1.0
     lpips_weight: float = 0.5
     """LPIPS-VGG weight; its backbone weights must be loadable (offline: provide them or set 0)."""
@@ -100,7 +102,7 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         # No super().populate_modules(): it would add a ray collider, and this model takes clips, not rays.
         cfg = self.config
         self.encoder = PensieveEncoder(cfg.frame_vit, cfg.camera_vit, cfg.context_vit, cfg.patch, cfg.checkpointing)
-        self.camera_head = CameraHead(FEATURE_CHANNELS + 5, cfg.camera_hidden)
+        self.camera_head = CameraHead(FEATURE_CHANNELS + 5, cfg.camera_hidden, cfg.camera_quaternion)
         self.lvsm = LVSMHead(cfg.lvsm_vit, cfg.patch, FEATURE_CHANNELS + 5, cfg.checkpointing)
         self.gaussian_head = (
             GaussianHead(FEATURE_CHANNELS + 5, cfg.gaussian_hidden, cfg.gaussian_stride, cfg.gaussian_footprint) if cfg.gaussians else None

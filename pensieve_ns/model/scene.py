@@ -103,11 +103,15 @@ class SceneMixin:
 
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):  # type: ignore[override]
         """Resize the scene buffers to the checkpoint's, then load as a plain ``nn.Module`` (SplatfactoModel's own
-        version expects its ``gauss_params``)."""
+        version expects its ``gauss_params``). Checkpoints written before scenes existed (or by stage 1) load with
+        an empty scene."""
+        state_dict = dict(state_dict)
         for name in SCENE_BUFFERS:
-            for key in (name, f"_model.{name}"):
-                if key in state_dict:
-                    setattr(self, name, torch.zeros_like(state_dict[key], device=self.scene_means.device))
+            if name in state_dict:
+                setattr(self, name, torch.zeros_like(state_dict[name], device=self.scene_means.device))
+            else:
+                state_dict[name] = torch.zeros(0, *SCENE_BUFFERS[name], device=self.scene_means.device)
+                setattr(self, name, state_dict[name].clone())
         return torch.nn.Module.load_state_dict(self, state_dict, strict=strict)
 
     @torch.no_grad()
