@@ -80,13 +80,14 @@ class PensievePipeline(VanillaPipeline):
         return True
 
     def load_pipeline(self, loaded_state, step: int) -> None:
-        """nerfstudio's load; then, where the checkpoint holds a current scene, the viewer's ``train_dataset`` becomes
-        that clip's frames with their predicted cameras (the frustums ns-viewer draws)."""
+        """nerfstudio's load; then, where the checkpoint holds a current scene, ``train_dataset`` and ``eval_dataset``
+        become that clip's frames with their predicted cameras: the frustums ns-viewer draws and the poses
+        ns-render interpolates (its --pose-source eval|train)."""
         super().load_pipeline(loaded_state, step)
         if self.model.has_scene() and self.test_mode != "val":  # not while training (resume)
             from pensieve_ns.model.scene import SceneFrames
 
-            self.datamanager.train_dataset = SceneFrames(self.model)
+            self.datamanager.train_dataset = self.datamanager.eval_dataset = SceneFrames(self.model)
 
     def get_train_loss_dict(self, step: int):
         _, batch = self.datamanager.next_train(step)
