@@ -106,3 +106,30 @@ def test_ns_render_interpolate_flies_between_the_predicted_cameras(stage2_run, t
     with av.open(str(out)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) >= 2 and frames[0].std() > 1.0  # the scene, not a flat background
+
+
+@pytest.mark.slow
+def test_ns_render_camera_path_through_the_predicted_cameras(stage2_run, tmp_path):
+    import json
+    import math
+
+    import av
+
+    from pensieve_ns.cameras import opencv_to_opengl_c2w
+
+    ckpt = sorted((stage2_run / "nerfstudio_models").glob("step-*.ckpt"))[-1]
+    state = torch.load(ckpt, map_location="cpu")["pipeline"]
+    c2w = opencv_to_opengl_c2w(state["_model.scene_c2w_opencv"])  # nerfstudio camera paths are OpenGL c2w
+    K, (H, W) = state["_model.scene_K"], (int(v) for v in state["_model.scene_hw"])
+    fov = math.degrees(2 * math.atan(H / 2 / float(K[0, 1, 1])))
+    path = {"camera_type": "perspective", "render_height": H, "render_width": W, "fps": 2, "seconds": len(c2w) / 2,
+            "camera_path": [{"camera_to_world": m.flatten().tolist(), "fov": fov, "aspect": W / H} for m in c2w]}
+    (tmp_path / "path.json").write_text(json.dumps(path))
+    out = tmp_path / "path.mp4"
+    run = subprocess.run([str(Path(sys.executable).parent / "ns-render"), "camera-path", "--load-config",
+                          str(stage2_run / "config.yml"), "--camera-path-filename", str(tmp_path / "path.json"),
+                          "--output-path", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with av.open(str(out)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == len(c2w) and all(f.std() > 1.0 for f in frames)
