@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Debian packages nerfstudio's own commands need on a bare machine: open3d (imported by ns-export)
 # needs libusb, ns-render needs an ffmpeg binary.
-APT_PACKAGES := libusb-1.0-0 ffmpeg
+APT_PACKAGES := libusb-1.0-0 ffmpeg chromium
 DEMO_OUT ?= outputs/demo
 
 .PHONY: install sysdeps test test-fast demo clean

@@ -87,7 +87,10 @@ class PensievePipeline(VanillaPipeline):
         if self.model.has_scene() and self.test_mode != "val":  # not while training (resume)
             from pensieve_ns.model.scene import SceneFrames
 
+            from pensieve_ns.model.scene import open_viewer_at_first_camera
+
             self.datamanager.train_dataset = self.datamanager.eval_dataset = SceneFrames(self.model)
+            self.viewer_start = open_viewer_at_first_camera(self.model)  # found by ns-viewer's ViewerControl scrape
 
     def get_train_loss_dict(self, step: int):
         _, batch = self.datamanager.next_train(step)

@@ -133,3 +133,27 @@ def test_ns_render_camera_path_through_the_predicted_cameras(stage2_run, tmp_pat
     with av.open(str(out)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == len(c2w) and all(f.std() > 1.0 for f in frames)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("browser").CHROMIUM is None, reason="needs Debian's chromium (make sysdeps installs it)")
+def test_ns_viewer_shows_the_scene_in_a_headless_browser(stage2_run, tmp_path):
+    from PIL import Image
+
+    from browser import free_port, screenshot, wait_for_http
+
+    port = free_port()
+    log = open(tmp_path / "viewer.log", "w")
+    viewer = subprocess.Popen([str(Path(sys.executable).parent / "ns-viewer"), "--load-config", str(stage2_run / "config.yml"),
+                               "--viewer.websocket-host", "127.0.0.1", "--viewer.websocket-port", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{port}", 120), (tmp_path / "viewer.log").read_text()[-2000:]
+        shot = np.asarray(Image.open(screenshot(f"http://127.0.0.1:{port}", tmp_path / "viewer.png")).convert("RGB"), np.float32)
+    finally:
+        viewer.terminate()
+        viewer.wait(timeout=30)
+    canvas = shot[80:420, 60:420]  # the 3D view, left of the control panel (800 x 600 window)
+    empty = np.array([38.0, 42.0, 55.0])  # nerfstudio's default viewer background
+    scene = (np.abs(canvas - empty).max(-1) > 40).mean()
+    assert scene > 0.3, f"only {scene:.0%} of the 3D view differs from the empty background"

@@ -180,3 +180,39 @@ class SceneFrames(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Dict:
         return {"image": self.images[i].permute(1, 2, 0).contiguous(), "image_idx": i}
+
+
+def open_viewer_at_first_camera(model: SceneMixin):
+    """A nerfstudio ``ViewerControl`` that puts every browser that connects to ``ns-viewer`` at the scene's first
+    predicted camera (the predicted world is arbitrary, so the viewer's default camera usually looks elsewhere)."""
+    import numpy as np
+    import viser.transforms as vtf
+    from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
+    from nerfstudio.viewer.viewer_elements import ViewerControl
+
+    from pensieve_ns.cameras import opencv_to_opengl_c2w
+
+    def first_camera():  # a closure, not an attribute: the viewer's object scraper must not walk into the model
+        if not model.has_scene():
+            return None
+        c2w = opencv_to_opengl_c2w(model.scene_c2w_opencv[0].double().cpu()).numpy()
+        fov = float(2 * np.arctan(float(model.scene_hw[0]) / 2 / float(model.scene_K[0, 1, 1])))
+        return c2w, fov
+
+    class OpenAtFirstCamera(ViewerControl):
+        def _setup(self, viewer) -> None:
+            super()._setup(viewer)
+            viewer.viser_server.on_client_connect(self._move)
+
+        def _move(self, client) -> None:
+            camera = first_camera()
+            if camera is None:
+                return
+            c2w, fov = camera
+            R = vtf.SO3.from_matrix(c2w[:3, :3]) @ vtf.SO3.from_x_radians(np.pi)  # as nerfstudio draws frustums
+            with client.atomic():
+                client.camera.wxyz = R.wxyz
+                client.camera.position = c2w[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO
+                client.camera.fov = fov
+
+    return OpenAtFirstCamera()
