@@ -157,3 +157,60 @@ def test_ns_viewer_shows_the_scene_in_a_headless_browser(stage2_run, tmp_path):
     empty = np.array([38.0, 42.0, 55.0])  # nerfstudio's default viewer background
     scene = (np.abs(canvas - empty).max(-1) > 40).mean()
     assert scene > 0.3, f"only {scene:.0%} of the 3D view differs from the empty background"
+
+
+RECONSTRUCT = Path(sys.executable).parent / "pensieve-reconstruct"
+
+
+def reconstruct(config, source, out, *extra):
+    return subprocess.run([str(RECONSTRUCT), "--load-config", str(config), "--input", str(source), "--output-dir", str(out),
+                           *map(str, extra)], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["mp4_path", "image_folder"])
+def test_pensieve_reconstruct_writes_what_nerfstudio_and_viewers_load(stage2_run, source, request, tmp_path):
+    import av
+    from plyfile import PlyData
+
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    out = tmp_path / "rec"
+    run = reconstruct(stage2_run / "config.yml", request.getfixturevalue(source), out, "--num-frames", 6, "--stride", 2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "6 frames" in run.stdout
+    assert {p.name for p in out.iterdir()} == {"images", "transforms.json", "splat.ply", "novel_views.mp4", "preview.png", "cameras.png"}
+    assert len(PlyData.read(str(out / "splat.ply"))["vertex"]) > 0
+    parsed = NerfstudioDataParserConfig(data=out, train_split_fraction=1.0, auto_scale_poses=False, center_method="none",
+                                        orientation_method="none").setup().get_dataparser_outputs("train")
+    assert len(parsed.image_filenames) == 6 and all(p.exists() for p in parsed.image_filenames)
+    with av.open(str(out / "novel_views.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 30
+    # The cameras in transforms.json are the model's OpenGL camera-to-world matrices, frame by frame.
+    frames = __import__("json").loads((out / "transforms.json").read_text())["frames"]
+    assert torch.allclose(parsed.cameras.camera_to_worlds, torch.tensor([f["transform_matrix"] for f in frames])[:, :3].float(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_pensieve_reconstruct_refuses_bad_input_without_writing(stage2_run, mp4_path, tmp_path):
+    def refused(config, source):
+        out = tmp_path / "out"
+        run = reconstruct(config, source, out)
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert "Traceback" not in run.stderr and not out.exists()
+        assert not list(tmp_path.glob(".out.*")), "a temporary folder was left behind"
+        return run.stderr.strip().splitlines()[-1]
+
+    assert "no such config" in refused(tmp_path / "nowhere" / "config.yml", mp4_path)
+    other = tmp_path / "splatfacto"
+    other.mkdir()
+    (other / "config.yml").write_text("method_name: splatfacto\n")
+    assert "method 'splatfacto'" in refused(other / "config.yml", mp4_path)
+    no_ckpt = tmp_path / "no_ckpt"
+    no_ckpt.mkdir()
+    (no_ckpt / "config.yml").write_text((stage2_run / "config.yml").read_text())
+    assert "checkpoint" in refused(no_ckpt / "config.yml", mp4_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no frames here")
+    assert "pensieve-reconstruct: error:" in refused(stage2_run / "config.yml", empty)

@@ -1,0 +1,246 @@
+"""``pensieve-reconstruct``: one video or image folder -> cameras, Gaussians and a fly-through, feed-forward.
+
+    pensieve-reconstruct --load-config RUN/config.yml --input VIDEO_OR_FOLDER --output-dir OUT [--num-frames N] [--stride S]
+
+Writes into OUT (built in a temporary sibling folder and moved into place, so OUT is never half-written):
+  images/frame_XXXX.png   the frames used, at the model's resolution;
+  transforms.json         nerfstudio format: shared intrinsics, one camera-to-world per frame (OpenGL, as
+                          nerfstudio reads it): ``ns-train splatfacto --data OUT`` can refine the scene;
+  splat.ply               standard 3DGS PLY of the Gaussians predicted from the context frames;
+  novel_views.mp4, preview.png   a fly-through along the predicted cameras, extrapolated 15 % at both ends;
+  cameras.png             the predicted trajectory (and, where the input has ground truth, the aligned truth).
+Frames: every S-th frame of the input, then N of those chosen evenly; the context frames (whose pixels become
+Gaussians) are ``--context`` of the N, evenly spaced. Long videos are not chunked into windows yet: N frames
+spread over the whole clip are reconstructed in one pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pensieve_ns.errors import PensieveInputError, exit_with_error
+
+PROG = "pensieve-reconstruct"
+
+
+@dataclass
+class ReconstructConfig:
+    load_config: Path
+    """config.yml of a pensieve-stage2 run."""
+    input: Path
+    """A video, an image folder or a nerfstudio scene (the first clip found is used)."""
+    output_dir: Path
+    """Created; must not exist or be empty."""
+    num_frames: int = 8
+    stride: int = 1
+    context: int = 2
+    """How many of the frames are context frames (their pixels become Gaussians)."""
+    novel_view_frames: int = 30
+
+
+def load_model(config_path: Path):
+    """The stage-2 model of a run, without its data: (model, image size (H, W), checkpoint)."""
+    import re
+
+    import yaml
+
+    from pensieve_ns.checkpoints import load_model_state, resolve_checkpoint
+
+    if not config_path.is_file():
+        raise PensieveInputError(config_path, "no such config (give a run's config.yml)")
+    match = re.search(r"^method_name:\s*(\S+)", config_path.read_text(errors="replace"), re.MULTILINE)
+    method = match.group(1) if match else None
+    if method != "pensieve-stage2":
+        raise PensieveInputError(config_path, f"a config of method '{method}'; pensieve-reconstruct needs a pensieve-stage2 run")
+    ckpt = resolve_checkpoint(config_path.parent)
+    trainer_config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    model = trainer_config.pipeline.model.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
+    model.load_state_dict(load_model_state(ckpt), strict=False)
+    return model.eval(), tuple(trainer_config.pipeline.datamanager.image_size), ckpt
+
+
+def read_frames(cfg: ReconstructConfig, hw):
+    """Frames [L, 3, H, W] in [0, 1], their indices in the clip, and the clip."""
+    from pensieve_ns.data.frames import resize_center_crop
+    from pensieve_ns.data.sources import find_clips
+
+    clips = find_clips(cfg.input, stride=1)
+    clip = clips[0]
+    usable = np.arange(0, clip.num_frames, cfg.stride)
+    if len(usable) < 2:
+        raise PensieveInputError(cfg.input, f"needs at least 2 frames after --stride {cfg.stride} (has {len(usable)})")
+    ids = usable[np.unique(np.linspace(0, len(usable) - 1, min(cfg.num_frames, len(usable))).round().astype(int))]
+    frames = [resize_center_crop(f, hw) for f in clip.read([int(i) for i in ids])]
+    images = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
+    return images, ids, clip
+
+
+def write_ply(path: Path, means, quats, scales, opacities, colors) -> None:
+    """3DGS PLY: x y z nx ny nz f_dc_0..2 opacity (logit) scale_0..2 (log) rot_0..3 (w x y z)."""
+    from plyfile import PlyData, PlyElement
+
+    from pensieve_ns.model.gaussian_head import SH_C0
+
+    p = opacities.clamp(1e-6, 1 - 1e-6)
+    columns = {
+        **{k: means[:, i] for i, k in enumerate("xyz")}, **{k: torch.zeros_like(means[:, 0]) for k in ("nx", "ny", "nz")},
+        **{f"f_dc_{i}": (colors[:, i] - 0.5) / SH_C0 for i in range(3)}, "opacity": torch.log(p / (1 - p)),
+        **{f"scale_{i}": torch.log(scales[:, i].clamp_min(1e-8)) for i in range(3)},
+        **{f"rot_{i}": torch.nn.functional.normalize(quats, dim=-1)[:, i] for i in range(4)},
+    }
+    data = np.empty(len(means), dtype=[(k, "f4") for k in columns])
+    for k, v in columns.items():
+        data[k] = v.detach().cpu().numpy()
+    PlyData([PlyElement.describe(data, "vertex")]).write(str(path))
+
+
+def fly_through(c2w: torch.Tensor, count: int) -> torch.Tensor:
+    """Camera-to-world [count, 4, 4] interpolated along the predicted cameras (piecewise slerp and lerp),
+    extrapolated 15 % beyond the first and last."""
+    from pensieve_ns.cameras import matrix_to_quaternion, quaternion_to_matrix
+
+    L = len(c2w)
+    quats = matrix_to_quaternion(c2w[:, :3, :3])
+    for i in range(1, L):  # the same hemisphere as the previous one, so interpolation takes the short way
+        if (quats[i] * quats[i - 1]).sum() < 0:
+            quats[i] = -quats[i]
+    s = torch.linspace(-0.15 * (L - 1), 1.15 * (L - 1), count)
+    i0 = s.floor().clamp(0, L - 2).long()
+    w = (s - i0)[:, None]  # outside [0, 1] at the ends: linear extrapolation of the last segment
+    q = torch.nn.functional.normalize((1 - w) * quats[i0] + w * quats[i0 + 1], dim=-1)
+    out = torch.eye(4).repeat(count, 1, 1)
+    out[:, :3, :3] = quaternion_to_matrix(q)
+    out[:, :3, 3] = (1 - w) * c2w[i0, :3, 3] + w * c2w[i0 + 1, :3, 3]
+    return out
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 10) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        try:
+            stream = container.add_stream("libx264", rate=fps)
+        except Exception:  # a PyAV build without x264
+            stream = container.add_stream("mpeg4", rate=fps)
+        H, W = frames.shape[1:3]
+        stream.width, stream.height, stream.pix_fmt = W + W % 2, H + H % 2, "yuv420p"
+        for frame in frames:
+            frame = np.pad(frame, ((0, H % 2), (0, W % 2), (0, 0)), mode="edge")
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def plot_cameras(path: Path, c2w: np.ndarray, gt_c2w=None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pensieve_ns.eval.poses import umeyama
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    centres = c2w[:, :3, 3]
+    if gt_c2w is not None and len(gt_c2w) == len(c2w):
+        s, R, t = umeyama(centres, gt_c2w[:, :3, 3])
+        centres = (s * (R @ centres.T)).T + t
+        ax.plot(gt_c2w[:, 0, 3], gt_c2w[:, 2, 3], "k.-", label="ground truth")
+    ax.plot(centres[:, 0], centres[:, 2], "r.-", label="predicted" + (" (similarity-aligned)" if gt_c2w is not None else ""))
+    ax.set_xlabel("x")
+    ax.set_ylabel("z")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def reconstruct(cfg: ReconstructConfig) -> dict:
+    """Write everything into a temporary folder next to OUT, then move it into place. Returns timings."""
+    from PIL import Image
+
+    from pensieve_ns.cameras import opencv_to_opengl_c2w
+
+    out = Path(cfg.output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PensieveInputError(out, "output folder exists and is not empty")
+    times = {}
+    t = time.perf_counter()
+    model, hw, ckpt = load_model(Path(cfg.load_config))
+    images, ids, clip = read_frames(cfg, hw)
+    times["load"] = time.perf_counter() - t
+    L, (H, W) = len(images), hw
+    context = torch.from_numpy(np.unique(np.linspace(0, L - 1, min(max(cfg.context, 1), L)).round().astype(int)))
+    t = time.perf_counter()
+    outputs = model({"images": images[None], "context": context[None]})
+    times["feed_forward"] = time.perf_counter() - t
+    c2w, K, gs = outputs["c2w_opencv"][0], outputs["K"][0, 0], outputs["gaussians"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        t = time.perf_counter()
+        (tmp / "images").mkdir()
+        frames = []
+        for i, (image, idx) in enumerate(zip(images, ids)):
+            name = f"images/frame_{i:04d}.png"
+            Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(tmp / name)
+            frames.append({"file_path": name, "source_frame": int(idx),
+                           "transform_matrix": opencv_to_opengl_c2w(c2w[i].double()).tolist()})
+        transforms = {"camera_model": "OPENCV", "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]),
+                      "cy": float(K[1, 2]), "w": W, "h": H, "frames": frames,
+                      "pensieve": {"checkpoint": str(ckpt), "input": str(cfg.input), "context_frames": context.tolist()}}
+        (tmp / "transforms.json").write_text(json.dumps(transforms, indent=1))
+        write_ply(tmp / "splat.ply", gs.means[0], gs.quats[0], gs.scales[0], gs.opacities[0], gs.colors[0])
+        model.set_scene(gs.means[0], gs.quats[0], gs.scales[0], gs.opacities[0], gs.colors[0], c2w, outputs["K"][0], images)
+        path = fly_through(c2w, cfg.novel_view_frames)
+        rgb = torch.cat([model.render_scene(path[k:k + 8], K.expand(len(path[k:k + 8]), 3, 3), W, H)["rgb"]
+                         for k in range(0, len(path), 8)])
+        video = (rgb.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        write_video(tmp / "novel_views.mp4", video)
+        Image.fromarray(np.concatenate([video[0], video[len(video) // 2], video[-1]], axis=1)).save(tmp / "preview.png")
+        gt = clip.gt.c2w_opencv[ids] if clip.gt is not None else None
+        plot_cameras(tmp / "cameras.png", c2w.double().numpy(), gt)
+        times["write"] = time.perf_counter() - t
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"frames": L, "context": context.tolist(), "gaussians": int(gs.means.shape[1]), "times": times}
+
+
+def main(cfg: ReconstructConfig) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        summary = reconstruct(cfg)
+    except PensieveInputError as err:
+        exit_with_error(err, PROG)
+    t = summary["times"]
+    print(f"{PROG}: {summary['frames']} frames (context {summary['context']}), {summary['gaussians']} Gaussians\n"
+          f"  load {t['load']:.1f} s, feed-forward {t['feed_forward']:.2f} s, write {t['write']:.1f} s\n"
+          f"  {cfg.output_dir}/: transforms.json, images/, splat.ply, novel_views.mp4, preview.png, cameras.png\n"
+          f"  refine on a GPU: ns-train splatfacto --data {cfg.output_dir}", file=sys.stdout)
+
+
+def entrypoint() -> None:
+    import tyro
+
+    main(tyro.cli(ReconstructConfig, description=__doc__.split("\n")[0]))
+
+
+if __name__ == "__main__":
+    entrypoint()
