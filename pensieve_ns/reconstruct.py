@@ -9,9 +9,13 @@ Writes into OUT (built in a temporary sibling folder and moved into place, so OU
   splat.ply               standard 3DGS PLY of the Gaussians predicted from the context frames;
   novel_views.mp4, preview.png   a fly-through along the predicted cameras, extrapolated 15 % at both ends;
   cameras.png             the predicted trajectory (and, where the input has ground truth, the aligned truth).
-Frames: every S-th frame of the input, then N of those chosen evenly; the context frames (whose pixels become
-Gaussians) are ``--context`` of the N, evenly spaced. Long videos are not chunked into windows yet: N frames
-spread over the whole clip are reconstructed in one pass.
+Frames: every S-th frame of the input, then N of those chosen evenly. Up to ``--window`` frames go through the
+model in one pass, with ``--context`` of them (evenly spaced) as context frames whose pixels become Gaussians.
+Longer selections are cut into windows that overlap by two frames; each window is predicted on its own and
+chained to the previous one by the similarity that maps its first overlapping camera onto the chained one,
+with the scale from the distance between the two overlapping cameras (``chain_windows``). Limits: errors
+accumulate along the chain (no loop closure), and where the two overlapping cameras sit at the same place
+(pure rotation) the scale cannot be measured and is kept.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ class ReconstructConfig:
     num_frames: int = 8
     stride: int = 1
     context: int = 2
-    """How many of the frames are context frames (their pixels become Gaussians)."""
+    """Context frames per window (their pixels become Gaussians)."""
+    window: int = 8
+    """Most frames per model pass; longer selections are chained windows overlapping by 2 frames."""
     novel_view_frames: int = 30
 
 
@@ -83,6 +89,43 @@ def read_frames(cfg: ReconstructConfig, hw):
     frames = [resize_center_crop(f, hw) for f in clip.read([int(i) for i in ids])]
     images = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
     return images, ids, clip
+
+
+def window_starts(num: int, window: int, overlap: int = 2) -> list:
+    """Start indices of windows of ``window`` frames covering ``num`` frames, consecutive ones sharing ``overlap``."""
+    if num <= window:
+        return [0]
+    starts = list(range(0, num - window, window - overlap)) + [num - window]
+    return sorted(set(starts))
+
+
+def similarity_to(P_a: torch.Tensor, P_b: torch.Tensor, Q_a: torch.Tensor, Q_b: torch.Tensor):
+    """(s, R, t) with x -> s R x + t mapping the world of cameras Q onto that of P: Q_a lands exactly on P_a, and
+    s is the ratio of the distances between the two cameras' centres (1 where Q's are too close to measure)."""
+    R = P_a[:3, :3] @ Q_a[:3, :3].T
+    dq = (Q_b[:3, 3] - Q_a[:3, 3]).norm()
+    s = (P_b[:3, 3] - P_a[:3, 3]).norm() / dq if dq > 1e-6 else torch.ones((), dtype=P_a.dtype)
+    t = P_a[:3, 3] - s * R @ Q_a[:3, 3]
+    return s, R, t
+
+
+def apply_similarity(c2w: torch.Tensor, s, R, t) -> torch.Tensor:
+    """Cameras (camera-to-world [N, 4, 4]) moved by x -> s R x + t (rotations turn, centres scale and move)."""
+    out = c2w.clone()
+    out[:, :3, :3] = R @ c2w[:, :3, :3]
+    out[:, :3, 3] = s * c2w[:, :3, 3] @ R.T + t
+    return out
+
+
+def chain_windows(windows: list, starts: list) -> torch.Tensor:
+    """One trajectory [num, 4, 4] from per-window cameras (window k covers frames starts[k]...), each window
+    chained onto the frames already placed through its first two frames (which the previous window covered)."""
+    chained = list(windows[0])
+    for c2w, start in zip(windows[1:], starts[1:]):
+        s, R, t = similarity_to(chained[start], chained[start + 1], c2w[0], c2w[1])
+        moved = apply_similarity(c2w, s, R, t)
+        chained.extend(moved[len(chained) - start:])
+    return torch.stack(chained)
 
 
 def write_ply(path: Path, means, quats, scales, opacities, colors) -> None:
@@ -182,11 +225,32 @@ def reconstruct(cfg: ReconstructConfig) -> dict:
     images, ids, clip = read_frames(cfg, hw)
     times["load"] = time.perf_counter() - t
     L, (H, W) = len(images), hw
-    context = torch.from_numpy(np.unique(np.linspace(0, L - 1, min(max(cfg.context, 1), L)).round().astype(int)))
     t = time.perf_counter()
-    outputs = model({"images": images[None], "context": context[None]})
+    window = max(cfg.window, 3)
+    starts = window_starts(L, window)
+    cams, Ks, splats, context = [], [], [], []
+    for start in starts:
+        n = min(window, L)
+        ctx = torch.from_numpy(np.unique(np.linspace(0, n - 1, min(max(cfg.context, 1), n)).round().astype(int)))
+        pred = model({"images": images[None, start:start + n], "context": ctx[None]})
+        cams.append(pred["c2w_opencv"][0])
+        Ks.append(pred["K"][0, 0])
+        splats.append(pred["gaussians"])
+        context.extend((ctx + start).tolist())
     times["feed_forward"] = time.perf_counter() - t
-    c2w, K, gs = outputs["c2w_opencv"][0], outputs["K"][0, 0], outputs["gaussians"]
+    c2w, K = chain_windows(cams, starts), torch.stack(Ks).mean(0)
+    # Every window's Gaussians, moved into the chained world by the same similarity as its cameras.
+    from pensieve_ns.cameras import matrix_to_quaternion, quaternion_multiply
+
+    parts = {"means": [], "quats": [], "scales": [], "opacities": [], "colors": []}
+    for cam, start, gs in zip(cams, starts, splats):
+        s, R, t_ = similarity_to(c2w[start], c2w[start + 1], cam[0], cam[1]) if start > 0 else (1.0, torch.eye(3), torch.zeros(3))
+        parts["means"].append(s * gs.means[0] @ R.T + t_)
+        parts["quats"].append(quaternion_multiply(matrix_to_quaternion(R)[None].expand(gs.quats.shape[1], 4), gs.quats[0]))
+        parts["scales"].append(s * gs.scales[0])
+        parts["opacities"].append(gs.opacities[0])
+        parts["colors"].append(gs.colors[0])
+    merged = {k: torch.cat(v) for k, v in parts.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -200,10 +264,12 @@ def reconstruct(cfg: ReconstructConfig) -> dict:
                            "transform_matrix": opencv_to_opengl_c2w(c2w[i].double()).tolist()})
         transforms = {"camera_model": "OPENCV", "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]),
                       "cy": float(K[1, 2]), "w": W, "h": H, "frames": frames,
-                      "pensieve": {"checkpoint": str(ckpt), "input": str(cfg.input), "context_frames": context.tolist()}}
+                      "pensieve": {"checkpoint": str(ckpt), "input": str(cfg.input), "context_frames": context,
+                                   "window_starts": starts}}
         (tmp / "transforms.json").write_text(json.dumps(transforms, indent=1))
-        write_ply(tmp / "splat.ply", gs.means[0], gs.quats[0], gs.scales[0], gs.opacities[0], gs.colors[0])
-        model.set_scene(gs.means[0], gs.quats[0], gs.scales[0], gs.opacities[0], gs.colors[0], c2w, outputs["K"][0], images)
+        write_ply(tmp / "splat.ply", merged["means"], merged["quats"], merged["scales"], merged["opacities"], merged["colors"])
+        model.set_scene(merged["means"], merged["quats"], merged["scales"], merged["opacities"], merged["colors"], c2w,
+                        K.expand(L, 3, 3), images)
         path = fly_through(c2w, cfg.novel_view_frames)
         rgb = torch.cat([model.render_scene(path[k:k + 8], K.expand(len(path[k:k + 8]), 3, 3), W, H)["rgb"]
                          for k in range(0, len(path), 8)])
@@ -218,7 +284,7 @@ def reconstruct(cfg: ReconstructConfig) -> dict:
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"frames": L, "context": context.tolist(), "gaussians": int(gs.means.shape[1]), "times": times}
+    return {"frames": L, "context": sorted(set(context)), "windows": len(starts), "gaussians": int(merged["means"].shape[0]), "times": times}
 
 
 def main(cfg: ReconstructConfig) -> None:
@@ -230,7 +296,8 @@ def main(cfg: ReconstructConfig) -> None:
     except PensieveInputError as err:
         exit_with_error(err, PROG)
     t = summary["times"]
-    print(f"{PROG}: {summary['frames']} frames (context {summary['context']}), {summary['gaussians']} Gaussians\n"
+    print(f"{PROG}: {summary['frames']} frames in {summary['windows']} window(s) (context frames {summary['context']}), "
+          f"{summary['gaussians']} Gaussians\n"
           f"  load {t['load']:.1f} s, feed-forward {t['feed_forward']:.2f} s, write {t['write']:.1f} s\n"
           f"  {cfg.output_dir}/: transforms.json, images/, splat.ply, novel_views.mp4, preview.png, cameras.png\n"
           f"  refine on a GPU: ns-train splatfacto --data {cfg.output_dir}", file=sys.stdout)

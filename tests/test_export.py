@@ -176,14 +176,16 @@ def test_pensieve_reconstruct_writes_what_nerfstudio_and_viewers_load(stage2_run
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
     out = tmp_path / "rec"
-    run = reconstruct(stage2_run / "config.yml", request.getfixturevalue(source), out, "--num-frames", 6, "--stride", 2)
+    # The video goes through chained windows (10 frames, 4 per pass); the folder through one pass.
+    n, extra = (10, ("--window", 4)) if source == "mp4_path" else (6, ("--stride", 2))
+    run = reconstruct(stage2_run / "config.yml", request.getfixturevalue(source), out, "--num-frames", n, *extra)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "6 frames" in run.stdout
+    assert f"{n} frames in {4 if source == 'mp4_path' else 1} window" in run.stdout, run.stdout
     assert {p.name for p in out.iterdir()} == {"images", "transforms.json", "splat.ply", "novel_views.mp4", "preview.png", "cameras.png"}
     assert len(PlyData.read(str(out / "splat.ply"))["vertex"]) > 0
     parsed = NerfstudioDataParserConfig(data=out, train_split_fraction=1.0, auto_scale_poses=False, center_method="none",
                                         orientation_method="none").setup().get_dataparser_outputs("train")
-    assert len(parsed.image_filenames) == 6 and all(p.exists() for p in parsed.image_filenames)
+    assert len(parsed.image_filenames) == n and all(p.exists() for p in parsed.image_filenames)
     with av.open(str(out / "novel_views.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 30
     # The cameras in transforms.json are the model's OpenGL camera-to-world matrices, frame by frame.
@@ -214,3 +216,25 @@ def test_pensieve_reconstruct_refuses_bad_input_without_writing(stage2_run, mp4_
     empty.mkdir()
     (empty / "notes.txt").write_text("no frames here")
     assert "pensieve-reconstruct: error:" in refused(stage2_run / "config.yml", empty)
+
+
+def test_chained_windows_recover_a_trajectory_seen_in_other_frames_and_scales():
+    from pensieve_ns.reconstruct import apply_similarity, chain_windows, window_starts
+    from pensieve_ns.refine import se3
+
+    torch.manual_seed(0)
+    steps = se3(torch.randn(19, 6, dtype=torch.float64) * 0.2)
+    truth = [torch.eye(4, dtype=torch.float64)]
+    for step in steps:
+        truth.append(truth[-1] @ step)
+    truth = torch.stack(truth)  # 20 cameras
+    starts = window_starts(20, 6)
+    assert starts[0] == 0 and starts[-1] == 14 and all(b - a <= 4 for a, b in zip(starts, starts[1:]))
+    windows = []
+    for k, start in enumerate(starts):
+        part = truth[start:start + 6]
+        if k > 0:  # each later window in its own world: another rotation, translation and scale
+            R = se3(torch.randn(6, dtype=torch.float64))[:3, :3]
+            part = apply_similarity(part, float(torch.rand(1)) * 3 + 0.2, R, torch.randn(3, dtype=torch.float64))
+        windows.append(part)
+    assert torch.allclose(chain_windows(windows, starts), truth, atol=1e-9)
