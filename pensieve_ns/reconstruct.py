@@ -211,14 +211,23 @@ def plot_cameras(path: Path, c2w: np.ndarray, gt_c2w=None) -> None:
 
 @torch.no_grad()
 def reconstruct(cfg: ReconstructConfig) -> dict:
-    """Write everything into a temporary folder next to OUT, then move it into place. Returns timings."""
+    """Write everything into a temporary folder next to OUT, then move it into place, with a progress bar.
+    Returns counts and timings."""
+    out = Path(cfg.output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PensieveInputError(out, "output folder exists and is not empty")
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        return _reconstruct(cfg, out, progress)
+
+
+def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
     from PIL import Image
 
     from pensieve_ns.cameras import opencv_to_opengl_c2w
 
-    out = Path(cfg.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PensieveInputError(out, "output folder exists and is not empty")
+    task = progress.add_task("loading the model and the frames", total=None)
     times = {}
     t = time.perf_counter()
     model, hw, ckpt = load_model(Path(cfg.load_config))
@@ -228,8 +237,10 @@ def reconstruct(cfg: ReconstructConfig) -> dict:
     t = time.perf_counter()
     window = max(cfg.window, 3)
     starts = window_starts(L, window)
+    progress.update(task, description="cameras and Gaussians", total=len(starts) + 2, completed=0)
     cams, Ks, splats, context = [], [], [], []
     for start in starts:
+        progress.advance(task)
         n = min(window, L)
         ctx = torch.from_numpy(np.unique(np.linspace(0, n - 1, min(max(cfg.context, 1), n)).round().astype(int)))
         pred = model({"images": images[None, start:start + n], "context": ctx[None]})
@@ -270,6 +281,7 @@ def reconstruct(cfg: ReconstructConfig) -> dict:
         write_ply(tmp / "splat.ply", merged["means"], merged["quats"], merged["scales"], merged["opacities"], merged["colors"])
         model.set_scene(merged["means"], merged["quats"], merged["scales"], merged["opacities"], merged["colors"], c2w,
                         K.expand(L, 3, 3), images)
+        progress.update(task, description="rendering the fly-through", advance=1)
         path = fly_through(c2w, cfg.novel_view_frames)
         rgb = torch.cat([model.render_scene(path[k:k + 8], K.expand(len(path[k:k + 8]), 3, 3), W, H)["rgb"]
                          for k in range(0, len(path), 8)])
@@ -278,6 +290,7 @@ def reconstruct(cfg: ReconstructConfig) -> dict:
         Image.fromarray(np.concatenate([video[0], video[len(video) // 2], video[-1]], axis=1)).save(tmp / "preview.png")
         gt = clip.gt.c2w_opencv[ids] if clip.gt is not None else None
         plot_cameras(tmp / "cameras.png", c2w.double().numpy(), gt)
+        progress.update(task, description="done", advance=1)
         times["write"] = time.perf_counter() - t
         if out.exists():
             out.rmdir()
