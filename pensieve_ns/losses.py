@@ -34,6 +34,30 @@ def load_lpips_vgg():
     return model.eval()
 
 
+def warp_frames(
+    target_images: Float[Tensor, "N 3 H W"], world: Float[Tensor, "N HW 3"], target_c2w_opencv: Float[Tensor, "N 4 4"],
+    target_K: Float[Tensor, "N 3 3"], near: float,
+) -> Tuple[Float[Tensor, "N 3 H W"], Float[Tensor, "N 1 H W"]]:
+    """Sample each target frame (bilinear) where the world points of a source pixel grid project into it.
+
+    Returns the warped frames and a mask of points in front of the target camera (z > near) and inside its image.
+    Shared by the depth projection loss and test-time refinement (``refine.py``).
+    """
+    N, _, H, W = target_images.shape
+    w2c = invert_rigid(target_c2w_opencv)
+    cam = world @ w2c[:, :3, :3].transpose(-1, -2) + w2c[:, None, :3, 3]  # [N, HW, 3], target camera (OpenCV)
+    proj = cam @ target_K.transpose(-1, -2)
+    z = proj[..., 2]
+    in_front = z > near
+    z = torch.where(in_front, z, torch.ones_like(z))
+    x = proj[..., 0] / z - 0.5  # pixel-index coordinates: centre of pixel u is at u
+    y = proj[..., 1] / z - 0.5
+    valid = in_front & (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1)
+    grid = torch.stack([x / (W - 1) * 2 - 1, y / (H - 1) * 2 - 1], dim=-1).view(N, H, W, 2)
+    warped = F.grid_sample(target_images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return warped, valid.view(N, 1, H, W)
+
+
 def depth_projection_loss(
     images: Float[Tensor, "B L 3 H W"],
     depth: Float[Tensor, "B S 1 H W"],
@@ -55,8 +79,7 @@ def depth_projection_loss(
     from pensieve_ns.model.pensieve import gather_frames  # here: the model module imports this one
 
     src_img, src_c2w, src_K = gather_frames(images, source), gather_frames(c2w_opencv, source), gather_frames(K, source)
-    world = unproject_depth(depth[:, :, 0], src_K, src_c2w).reshape(B, S, H * W, 3).transpose(-1, -2)  # [B, S, 3, HW]
-    z = depth.reshape(B, S, 1, H * W)
+    world = unproject_depth(depth[:, :, 0], src_K, src_c2w).reshape(B, S, H * W, 3)
     total, count = images.new_zeros(()), images.new_zeros(())
     for r in [*range(-radius, 0), *range(1, radius + 1)]:
         target = source + r
@@ -64,20 +87,12 @@ def depth_projection_loss(
         if not exists.any():
             continue
         target = target.clamp(0, L - 1)
-        w2c = invert_rigid(gather_frames(c2w_opencv, target))
-        cam = w2c[..., :3, :3] @ world + w2c[..., :3, 3:]
-        proj = gather_frames(K, target) @ cam
-        zt = proj[:, :, 2]
-        in_front = zt > 1e-5
-        zt = torch.where(in_front, zt, torch.ones_like(zt))
-        x = proj[:, :, 0] / zt - 0.5  # pixel-index coordinates: centre of pixel u is at u
-        y = proj[:, :, 1] / zt - 0.5
-        valid = in_front & (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1) & (z[:, :, 0] > 0)
-        grid = torch.stack([x / (W - 1) * 2 - 1, y / (H - 1) * 2 - 1], dim=-1).view(B * S, H, W, 2)
-        warped = F.grid_sample(
-            gather_frames(images, target).flatten(0, 1), grid, mode="bilinear", padding_mode="border", align_corners=True
-        ).view(B, S, 3, H, W)
-        err = ((warped - src_img).abs() * valid.view(B, S, 1, H, W)).mean(dim=(2, 3, 4))  # [B, S]
+        warped, valid = warp_frames(
+            gather_frames(images, target).flatten(0, 1), world.flatten(0, 1),
+            gather_frames(c2w_opencv, target).flatten(0, 1), gather_frames(K, target).flatten(0, 1), near=1e-5,
+        )
+        valid = valid.view(B, S, 1, H, W) & (depth > 0)
+        err = ((warped.view(B, S, 3, H, W) - src_img).abs() * valid).mean(dim=(2, 3, 4))  # [B, S]
         total = total + (err * exists).sum()
         count = count + exists.sum()
     return total, count

@@ -85,9 +85,7 @@ class PensievePipeline(VanillaPipeline):
         ns-render interpolates (its --pose-source eval|train)."""
         super().load_pipeline(loaded_state, step)
         if self.model.has_scene() and self.test_mode != "val":  # not while training (resume)
-            from pensieve_ns.model.scene import SceneFrames
-
-            from pensieve_ns.model.scene import open_viewer_at_first_camera
+            from pensieve_ns.model.scene import SceneFrames, open_viewer_at_first_camera
 
             self.datamanager.train_dataset = self.datamanager.eval_dataset = SceneFrames(self.model)
             self.viewer_start = open_viewer_at_first_camera(self.model)  # found by ns-viewer's ViewerControl scrape

@@ -128,18 +128,16 @@ def chain_windows(windows: list, starts: list) -> torch.Tensor:
     return torch.stack(chained)
 
 
-def write_ply(path: Path, means, quats, scales, opacities, colors) -> None:
-    """3DGS PLY: x y z nx ny nz f_dc_0..2 opacity (logit) scale_0..2 (log) rot_0..3 (w x y z)."""
+def write_ply(path: Path, model) -> None:
+    """The model's current scene as a 3DGS PLY: x y z nx ny nz f_dc_0..2 opacity (logit) scale_0..2 (log) rot_0..3
+    (w x y z), the parametrisation its scene buffers already hold (``SceneMixin.set_scene``)."""
     from plyfile import PlyData, PlyElement
 
-    from pensieve_ns.model.gaussian_head import SH_C0
-
-    p = opacities.clamp(1e-6, 1 - 1e-6)
+    means, sh0, quats = model.means, model.shs_0, model.quats
     columns = {
         **{k: means[:, i] for i, k in enumerate("xyz")}, **{k: torch.zeros_like(means[:, 0]) for k in ("nx", "ny", "nz")},
-        **{f"f_dc_{i}": (colors[:, i] - 0.5) / SH_C0 for i in range(3)}, "opacity": torch.log(p / (1 - p)),
-        **{f"scale_{i}": torch.log(scales[:, i].clamp_min(1e-8)) for i in range(3)},
-        **{f"rot_{i}": torch.nn.functional.normalize(quats, dim=-1)[:, i] for i in range(4)},
+        **{f"f_dc_{i}": sh0[:, i] for i in range(3)}, "opacity": model.opacities[:, 0],
+        **{f"scale_{i}": model.scales[:, i] for i in range(3)}, **{f"rot_{i}": quats[:, i] for i in range(4)},
     }
     data = np.empty(len(means), dtype=[(k, "f4") for k in columns])
     for k, v in columns.items():
@@ -278,9 +276,9 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
                       "pensieve": {"checkpoint": str(ckpt), "input": str(cfg.input), "context_frames": context,
                                    "window_starts": starts}}
         (tmp / "transforms.json").write_text(json.dumps(transforms, indent=1))
-        write_ply(tmp / "splat.ply", merged["means"], merged["quats"], merged["scales"], merged["opacities"], merged["colors"])
         model.set_scene(merged["means"], merged["quats"], merged["scales"], merged["opacities"], merged["colors"], c2w,
                         K.expand(L, 3, 3), images)
+        write_ply(tmp / "splat.ply", model)
         progress.update(task, description="rendering the fly-through", advance=1)
         path = fly_through(c2w, cfg.novel_view_frames)
         rgb = torch.cat([model.render_scene(path[k:k + 8], K.expand(len(path[k:k + 8]), 3, 3), W, H)["rgb"]

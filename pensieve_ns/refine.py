@@ -29,7 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from pensieve_ns.cameras import axis_angle_to_matrix, invert_rigid, unproject_depth
-from pensieve_ns.losses import disparity_smoothness_loss
+from pensieve_ns.losses import disparity_smoothness_loss, warp_frames
 
 
 @dataclass
@@ -97,16 +97,8 @@ def photometric_error(
         src = torch.arange(max(0, -r), min(L, L - r), device=images.device)
         if len(src) == 0:
             continue
-        w2c = invert_rigid(c2w[src + r])
-        cam = world[src] @ w2c[:, :3, :3].transpose(-1, -2) + w2c[:, None, :3, 3]
-        z = cam[..., 2]
-        in_front = z > 1e-3
-        z = torch.where(in_front, z, torch.ones_like(z))
-        x = (K[0, 0] * cam[..., 0] / z + K[0, 2]) - 0.5
-        y = (K[1, 1] * cam[..., 1] / z + K[1, 2]) - 0.5
-        valid = (in_front & (x >= 0) & (x <= W - 1) & (y >= 0) & (y <= H - 1)).float().view(-1, 1, H, W)
-        grid = torch.stack([x / (W - 1) * 2 - 1, y / (H - 1) * 2 - 1], dim=-1).view(-1, H, W, 2)
-        warped = F.grid_sample(images[src + r], grid, mode="bilinear", padding_mode="border", align_corners=True)
+        warped, valid = warp_frames(images[src + r], world[src], c2w[src + r], K.expand(len(src), 3, 3), near=1e-3)
+        valid = valid.float()
         err = ((warped - images[src]).abs().mean(1, keepdim=True) * valid).sum() / valid.sum().clamp_min(1.0)
         terms.append(err)
     return torch.stack(terms).mean()

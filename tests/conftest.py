@@ -19,20 +19,10 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
-    """Encode uint8 RGB frames [N, H, W, 3] with PyAV (H.264 where the wheel has it, else MPEG-4 part 2)."""
-    import av
+    """Encode uint8 RGB frames [N, H, W, 3] with PyAV, as pensieve-reconstruct writes its fly-through."""
+    from pensieve_ns.reconstruct import write_video as encode
 
-    with av.open(str(path), "w") as container:
-        try:
-            stream = container.add_stream("libx264", rate=fps)
-        except Exception:  # a PyAV build without x264
-            stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    encode(path, frames, fps)
     return path
 
 
