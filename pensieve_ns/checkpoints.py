@@ -90,3 +90,23 @@ def load_stage1_weights(model: nn.Module, path: Path, modules: Iterable[str] = S
         for k in wanted:
             own[k].copy_(saved[k])
     return ckpt, len(wanted)
+
+
+def load_run(config_path: Path, methods: Tuple[str, ...], program: str):
+    """The model of a run from its ``config.yml`` and newest checkpoint, without its training data.
+
+    Returns (model in eval mode on the CPU, the run's trainer config, the checkpoint). Refuses a missing config,
+    a run of a method not in ``methods`` (naming ``program``) and a run without a checkpoint."""
+    import yaml
+
+    if not config_path.is_file():
+        raise PensieveInputError(config_path, "no such config (give a run's config.yml)")
+    match = re.search(r"^method_name:\s*(\S+)", config_path.read_text(errors="replace"), re.MULTILINE)
+    method = match.group(1) if match else None
+    if method not in methods:
+        raise PensieveInputError(config_path, f"a config of method '{method}'; {program} needs a {' or '.join(methods)} run")
+    ckpt = resolve_checkpoint(config_path.parent)
+    trainer_config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    model = trainer_config.pipeline.model.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
+    model.load_state_dict(load_model_state(ckpt), strict=False)
+    return model.eval(), trainer_config, ckpt

@@ -112,14 +112,19 @@ def disparity_smoothness_loss(
 
 
 def camera_prior_loss(
-    c2w: Float[Tensor, "B L 4 4"], K: Float[Tensor, "B L 3 3"], gt_c2w: Float[Tensor, "B L 4 4"], gt_K: Float[Tensor, "B L 3 3"]
+    c2w: Float[Tensor, "B L 4 4"],
+    K: Float[Tensor, "B L 3 3"],
+    gt_c2w: Float[Tensor, "B L 4 4"],
+    gt_K: Float[Tensor, "B L 3 3"],
+    rotation_weight: float = 1.0,
 ) -> Float[Tensor, ""]:
     """Supervised camera loss of the optional SYNTHETIC PRIOR (generated clips with known cameras only).
 
     Both camera sets (OpenCV c2w) are expressed relative to their first frame with the farthest centre at 1
     (``normalise_cameras``), so the loss ignores the world frame and scale the model picks. Terms: squared
     Frobenius distance of relative rotations, squared distance of normalised relative centres, and the squared
-    log ratio of focal lengths.
+    log ratio of focal lengths. The rotation term is about the squared angle in radians (0.03 for a 10 degree
+    error) while the centre term is of order one, so ``rotation_weight`` rebalances them.
     """
     from pensieve_ns.cameras import normalise_cameras
 
@@ -127,4 +132,4 @@ def camera_prior_loss(
     rot = ((pred[:, 1:, :3, :3] - gt[:, 1:, :3, :3]) ** 2).sum(dim=(-2, -1)).mean()
     trans = ((pred[:, 1:, :3, 3] - gt[:, 1:, :3, 3]) ** 2).sum(dim=-1).mean()
     focal = (torch.log(K[:, :, [0, 1], [0, 1]] / gt_K[:, :, [0, 1], [0, 1]]) ** 2).mean()
-    return rot + trans + focal
+    return rotation_weight * rot + trans + focal

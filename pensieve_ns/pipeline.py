@@ -119,17 +119,24 @@ class PensievePipeline(VanillaPipeline):
     def get_average_eval_image_metrics(
         self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
     ):
-        """Mean (and std) of the image metrics over every fixed evaluation sample (what ns-eval reports)."""
+        """What ns-eval reports: pensieve-eval's target-aware protocol (``eval.protocol``) over every fixed
+        evaluation sample: scene means of the image metrics (LVSM and, in stage 2, Gaussian branch; std with
+        ``get_std``), and pose metrics where the clips have ground-truth cameras. The same numbers as
+        ``pensieve-eval --mode target-aware`` on the same data."""
+        from pensieve_ns.eval.protocol import evaluate_sample, summarise_rows
+
         self.eval()
-        rows = []
+        rows, pairs = [], []
+        lpips_fn = (lambda a, b: self.model.lpips(a, b, normalize=True).flatten()) if self.model.lpips is not None else None
         with torch.no_grad():
             for _, batch in self.datamanager.fixed_indices_eval_dataloader:
-                rows.append(self.model.get_image_metrics_and_images(self.model(batch), batch)[0])
+                row, pair, _ = evaluate_sample(self.model, batch, "target-aware", lpips_fn=lpips_fn)
+                rows.append(row)
+                pairs.append(pair)
         self.train()
-        out = {}
-        for key in rows[0]:
-            values = torch.tensor([r[key] for r in rows])
-            out[key] = float(values.mean())
-            if get_std:
+        out = {k: v for k, v in summarise_rows(rows, pairs).items() if v is not None}
+        if get_std:
+            for key in [k for k in rows[0] if k.startswith(("psnr", "ssim", "lpips"))]:
+                values = torch.tensor([r[key] for r in rows if r.get(key) is not None], dtype=torch.float64)
                 out[f"{key}_std"] = float(values.std()) if len(values) > 1 else 0.0
         return out

@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pensieve_ns.checkpoints import load_run
 from pensieve_ns.errors import PensieveInputError, exit_with_error
+from pensieve_ns.eval.align import apply_similarity
 
 PROG = "pensieve-reconstruct"
 
@@ -52,27 +54,6 @@ class ReconstructConfig:
     window: int = 8
     """Most frames per model pass; longer selections are chained windows overlapping by 2 frames."""
     novel_view_frames: int = 30
-
-
-def load_model(config_path: Path):
-    """The stage-2 model of a run, without its data: (model, image size (H, W), checkpoint)."""
-    import re
-
-    import yaml
-
-    from pensieve_ns.checkpoints import load_model_state, resolve_checkpoint
-
-    if not config_path.is_file():
-        raise PensieveInputError(config_path, "no such config (give a run's config.yml)")
-    match = re.search(r"^method_name:\s*(\S+)", config_path.read_text(errors="replace"), re.MULTILINE)
-    method = match.group(1) if match else None
-    if method != "pensieve-stage2":
-        raise PensieveInputError(config_path, f"a config of method '{method}'; pensieve-reconstruct needs a pensieve-stage2 run")
-    ckpt = resolve_checkpoint(config_path.parent)
-    trainer_config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
-    model = trainer_config.pipeline.model.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
-    model.load_state_dict(load_model_state(ckpt), strict=False)
-    return model.eval(), tuple(trainer_config.pipeline.datamanager.image_size), ckpt
 
 
 def read_frames(cfg: ReconstructConfig, hw):
@@ -107,14 +88,6 @@ def similarity_to(P_a: torch.Tensor, P_b: torch.Tensor, Q_a: torch.Tensor, Q_b: 
     s = (P_b[:3, 3] - P_a[:3, 3]).norm() / dq if dq > 1e-6 else torch.ones((), dtype=P_a.dtype)
     t = P_a[:3, 3] - s * R @ Q_a[:3, 3]
     return s, R, t
-
-
-def apply_similarity(c2w: torch.Tensor, s, R, t) -> torch.Tensor:
-    """Cameras (camera-to-world [N, 4, 4]) moved by x -> s R x + t (rotations turn, centres scale and move)."""
-    out = c2w.clone()
-    out[:, :3, :3] = R @ c2w[:, :3, :3]
-    out[:, :3, 3] = s * c2w[:, :3, 3] @ R.T + t
-    return out
 
 
 def chain_windows(windows: list, starts: list) -> torch.Tensor:
@@ -228,7 +201,8 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
     task = progress.add_task("loading the model and the frames", total=None)
     times = {}
     t = time.perf_counter()
-    model, hw, ckpt = load_model(Path(cfg.load_config))
+    model, trainer_config, ckpt = load_run(Path(cfg.load_config), ("pensieve-stage2",), "pensieve-reconstruct")
+    hw = tuple(trainer_config.pipeline.datamanager.image_size)
     images, ids, clip = read_frames(cfg, hw)
     times["load"] = time.perf_counter() - t
     L, (H, W) = len(images), hw

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -87,3 +89,35 @@ def make_chunk(folder: Path, num_scenes: int = 2, frames: int = 9, h: int = 36, 
 @pytest.fixture(scope="session")
 def chunk_dir(tmp_path_factory) -> Path:
     return make_chunk(tmp_path_factory.mktemp("re10k") / "test")
+
+
+NS_TRAIN = Path(sys.executable).parent / "ns-train"
+
+
+def ns_train(method, data, out, *extra):
+    """Run ``ns-train METHOD`` on the CPU at 32 px (tiny preset); returns the CompletedProcess."""
+    cmd = [
+        str(NS_TRAIN), method, "--data", str(data), "--output-dir", str(out),
+        "--machine.device-type", "cpu", "--viewer.quit-on-train-completion", "True",
+        "--pipeline.datamanager.image-size", "32", "32", "--steps-per-eval-image", "2",
+        "--steps-per-eval-all-images", "1000", *map(str, extra),
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def stage1_run(synth_dir, tmp_path_factory) -> Path:
+    """One 2-step stage-1 run on ``synth_dir``, shared by every test that needs a stage-1 checkpoint."""
+    out = tmp_path_factory.mktemp("s1")
+    run = ns_train("pensieve-stage1", synth_dir, out, "--max-num-iterations", 2, "--steps-per-save", 1)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return next(out.rglob("config.yml")).parent
+
+
+@pytest.fixture(scope="session")
+def stage2_run(synth_dir, stage1_run, tmp_path_factory) -> Path:
+    """One 2-step stage-2 run chained to ``stage1_run`` (export, viewer, reconstruct and eval tests read it)."""
+    out = tmp_path_factory.mktemp("s2")
+    run = ns_train("pensieve-stage2", synth_dir, out, "--stage1-checkpoint", stage1_run, "--max-num-iterations", 2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return next(out.rglob("config.yml")).parent

@@ -8,20 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_stage2 import ns_train
 
 NS_EXPORT = Path(sys.executable).parent / "ns-export"
-
-
-@pytest.fixture(scope="module")
-def stage2_run(synth_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export_runs")
-    s1 = ns_train("pensieve-stage1", synth_dir, out / "s1", "--max-num-iterations", 2, "--steps-per-save", 1)
-    assert s1.returncode == 0, s1.stderr[-3000:]
-    s1_dir = next((out / "s1").rglob("config.yml")).parent
-    s2 = ns_train("pensieve-stage2", synth_dir, out / "s2", "--stage1-checkpoint", s1_dir, "--max-num-iterations", 2)
-    assert s2.returncode == 0, s2.stderr[-3000:]
-    return next((out / "s2").rglob("config.yml")).parent
 
 
 def test_scene_buffers_round_trip_through_load_state_dict():
@@ -219,7 +207,8 @@ def test_pensieve_reconstruct_refuses_bad_input_without_writing(stage2_run, mp4_
 
 
 def test_chained_windows_recover_a_trajectory_seen_in_other_frames_and_scales():
-    from pensieve_ns.reconstruct import apply_similarity, chain_windows, window_starts
+    from pensieve_ns.eval.align import apply_similarity
+    from pensieve_ns.reconstruct import chain_windows, window_starts
     from pensieve_ns.refine import se3
 
     torch.manual_seed(0)

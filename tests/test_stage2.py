@@ -1,20 +1,16 @@
 """Stage 2: the Gaussian head, the depth losses, the stage-2 model, and ``ns-train pensieve-stage2`` chained
 to a stage-1 run (with every start-up refusal)."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import ns_train
 from pensieve_ns.cameras import invert_rigid
 from pensieve_ns.losses import depth_projection_loss, disparity_smoothness_loss
 from pensieve_ns.model.gaussian_head import GaussianHead
 from pensieve_ns.model.pensieve import PensieveModelConfig
 from pensieve_ns.model.vit import ViTSize
 
-NS_TRAIN = Path(sys.executable).parent / "ns-train"
 TINY = ViTSize(dim=32, depth=2, heads=4, mlp_hidden=64, hook=0)
 
 
@@ -115,26 +111,8 @@ def test_stage2_model_losses_reach_cameras_and_gaussians():
     model.eval()
     with torch.no_grad():
         metrics, images = model.get_image_metrics_and_images(model(batch), batch)
-    assert {"psnr", "psnr_gs", "ssim_gs", "psnr_blend_context"} <= set(metrics)
+    assert {"psnr", "psnr_gs", "ssim_gs", "psnr_blend_context"} <= set(metrics)  # the per-step evaluation image
     assert images["depth_gs"].shape == (16, 64, 3)
-
-
-def ns_train(method, data, out, *extra):
-    cmd = [
-        str(NS_TRAIN), method, "--data", str(data), "--output-dir", str(out),
-        "--machine.device-type", "cpu", "--viewer.quit-on-train-completion", "True",
-        "--pipeline.datamanager.image-size", "32", "32", "--steps-per-eval-image", "2",
-        "--steps-per-eval-all-images", "1000", *map(str, extra),
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def stage1_run(synth_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("s1")
-    run = ns_train("pensieve-stage1", synth_dir, out, "--max-num-iterations", 2, "--steps-per-save", 1)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return next(out.rglob("config.yml")).parent
 
 
 @pytest.mark.slow

@@ -7,11 +7,12 @@ arbitrary world frame the model picks, so pair metrics need no alignment; ATE do
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 THRESHOLDS = (5.0, 15.0, 30.0)
+AUC_THRESHOLDS = (5.0, 10.0, 20.0)
 
 
 def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
@@ -59,14 +60,35 @@ def accuracy(errors: np.ndarray, thresholds: Sequence[float] = THRESHOLDS) -> Di
     return {f"@{t:g}": float((errors < t).mean()) for t in thresholds}
 
 
+def pose_auc(errors: np.ndarray, thresholds: Sequence[float] = AUC_THRESHOLDS) -> Dict[str, float]:
+    """Area under the accuracy-vs-threshold curve up to T, divided by T, for each T (as in PoseDiffusion/VGGSfM,
+    where the error of a pair is max(rotation error, translation-direction error)). Computed exactly:
+    (1/T) * integral_0^T [err < t] dt = mean(max(0, 1 - err / T))."""
+    e = np.asarray(errors, np.float64)
+    return {f"@{t:g}": float(np.clip(1.0 - e / t, 0.0, 1.0).mean()) for t in thresholds}
+
+
+def absolute_trajectory_error(pred_c2w: np.ndarray, gt_c2w: np.ndarray) -> Dict[str, Optional[float]]:
+    """ATE: RMSE of the camera centres after the similarity (Umeyama) that best maps the predicted centres onto the
+    true ones, in the ground truth's units and divided by the true trajectory's extent (largest distance of a
+    centre from the centroid; None where the cameras do not move, as in a pan)."""
+    pc, gc = np.asarray(pred_c2w, np.float64)[:, :3, 3], np.asarray(gt_c2w, np.float64)[:, :3, 3]
+    s, R, t = umeyama(pc, gc)
+    rmse = float(np.sqrt((((s * pc @ R.T + t) - gc) ** 2).sum(-1).mean()))
+    extent = float(np.linalg.norm(gc - gc.mean(0), axis=-1).max())
+    return {"ate": rmse, "ate_rel": rmse / extent if extent > 1e-9 else None}
+
+
 def summarise(pairs: Sequence[PairErrors]) -> Dict[str, float]:
-    """Racc/Tacc at 5/15/30 deg, median errors, mean predicted vs true pair angle and their correlation."""
+    """Racc/Tacc at 5/15/30 deg, AUC at 5/10/20 deg, median errors, mean predicted vs true pair angle and their
+    correlation."""
     rot = np.concatenate([p.rot_err for p in pairs])
     trans = np.concatenate([p.trans_err for p in pairs])
     pred = np.concatenate([p.pred_angle for p in pairs])
     true = np.concatenate([p.true_angle for p in pairs])
     out = {f"Racc{k}": v for k, v in accuracy(rot).items()}
     out.update({f"Tacc{k}": v for k, v in accuracy(trans).items()})
+    out.update({f"AUC{k}": v for k, v in pose_auc(np.maximum(rot, trans)).items()})
     out.update(
         rot_err_median=float(np.median(rot)),
         trans_err_median=float(np.median(trans)),

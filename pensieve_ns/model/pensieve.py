@@ -128,7 +128,8 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         """One clip batch -> renders of all L frames and the predicted cameras.
 
         batch: images [B, L, 3, H, W] in [0, 1], context [B, G] (positions into L).
-        returns: rgb [B, L, 3, H, W]; c2w_opencv [B, L, 4, 4]; K [B, L, 3, 3] (pixels, shared per clip).
+        returns: rgb [B, L, 3, H, W]; c2w_opencv [B, L, 4, 4]; K [B, L, 3, 3] (pixels, shared per clip); f_ctx
+        (the latent scene, [B, G, 21, H, W]).
         Stage 2 adds rgb_gs, alpha_gs, depth_gs (Gaussian renders of all L frames, [B, L, C, H, W]), depth_pred
         (the head's depth of each context pixel block, [B, G, 1, h, w]) and the Gaussians themselves.
         """
@@ -144,7 +145,7 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         rays = plucker_rays(c2w, K, H, W)  # [B, L, 6, H, W]
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
             rgb = self.lvsm(f_ctx, gather_frames(rays, context), rays).float()  # every frame, one pass each
-        outputs = {"rgb": rgb, "c2w_opencv": c2w, "K": K}
+        outputs = {"rgb": rgb, "c2w_opencv": c2w, "K": K, "f_ctx": f_ctx}
         if self.gaussian_head is None:
             return outputs
 
@@ -162,6 +163,34 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         outputs["depth_pred"] = gs.depth
         outputs["gaussians"] = gs
         return outputs
+
+    def render_views(
+        self, outputs: Dict[str, Tensor], context: Tensor, c2w_opencv: Float[Tensor, "B T 4 4"], K: Float[Tensor, "B T 3 3"],
+        background: float = 0.5,
+    ) -> Dict[str, Tensor]:
+        """Render the scene of ``get_outputs`` (its latent scene and, in stage 2, its Gaussians) at other cameras.
+
+        Differentiable in the cameras (the evaluation's target-pose refinement uses it). outputs: what
+        ``get_outputs`` returned for a batch with context positions ``context`` [B, G]. returns: rgb [B, T, 3, H, W]
+        (LVSM head) and, in stage 2, rgb_gs / alpha_gs / depth_gs (Gaussians over a constant ``background``)."""
+        f_ctx = outputs["f_ctx"]
+        H, W = f_ctx.shape[-2:]
+        ctx_rays = plucker_rays(gather_frames(outputs["c2w_opencv"], context), gather_frames(outputs["K"], context), H, W)
+        with torch.autocast(f_ctx.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
+            rgb = self.lvsm(f_ctx, ctx_rays, plucker_rays(c2w_opencv, K, H, W)).float()
+        views = {"rgb": rgb}
+        if "gaussians" not in outputs:
+            return views
+        gs, w2c = outputs["gaussians"], invert_rigid(c2w_opencv)
+        bg = torch.full((3, H, W), background, dtype=rgb.dtype, device=rgb.device)
+        renders = [
+            render(gs.means[b], gs.quats[b], gs.scales[b], gs.opacities[b], gs.colors[b], w2c[b], K[b], W, H,
+                   background=bg.expand(c2w_opencv.shape[1], 3, H, W), backend=self.config.renderer,
+                   tile_size=self.config.tile_size)
+            for b in range(f_ctx.shape[0])
+        ]
+        views["rgb_gs"], views["alpha_gs"], views["depth_gs"] = (torch.stack(x) for x in zip(*renders))
+        return views
 
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         with torch.no_grad():
