@@ -26,7 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -114,13 +114,23 @@ class PairCNN(nn.Module):
         return raw_to_cameras(self.head(feats), H, W, first_is_identity=True)
 
 
-def make_clips(n: int, frames: int, size: int, split: str, seed: int):
+def make_clips(n: int, frames: int, size: int, split: str, seed: int, cache: Optional[Path] = None):
+    """n generated clips as (frames [F, 3, S, S], c2w_opencv [F, 4, 4], K [3, 3]); ``cache`` keeps them on disk
+    (keyed by every argument) so several probes share one generation."""
+    path = cache / f"{split}_{n}x{frames}_{size}px_seed{seed}.pt" if cache else None
+    if path is not None and path.exists():
+        return torch.load(path)
     clips = [generate_clip(seed + k, frames, size, split) for k in range(n)]
-    return [
+    out = [
         (torch.from_numpy(c.frames).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(c.c2w_opencv).float(),
          torch.from_numpy(c.K).float())
         for c in clips
     ]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(out, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+    return out
 
 
 def sample_batch(clips, batch: int, views: int, max_gap: int, rng: np.random.Generator):
@@ -165,7 +175,8 @@ def run(variant: str, args, train, heldout) -> Dict:
     for step in range(1, args.steps + 1):
         images, c2w, K = sample_batch(train, args.batch, args.views, args.max_gap, rng)
         pred_c2w, pred_K = model(images)
-        loss = camera_prior_loss(pred_c2w, pred_K, c2w, K, rotation_weight=args.rot_weight)
+        loss = camera_prior_loss(pred_c2w, pred_K, c2w, K, rotation_weight=args.rot_weight,
+                                 translation_weight=args.trans_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -199,15 +210,22 @@ def main() -> None:
     p.add_argument("--eval-clips", type=int, default=24)
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--rot-weight", type=float, default=1.0, help="weight of the rotation term of the camera loss")
+    p.add_argument("--trans-weight", type=float, default=1.0, help="weight of the normalised-centre term")
+    p.add_argument("--cache", type=Path, help="folder to keep generated clips in (shared between probes)")
+    p.add_argument("--data-only", action="store_true", help="generate (and cache) the clips, then stop")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
-    train = make_clips(args.train_clips, args.frames, args.size, "train", 0)
-    heldout = make_clips(args.eval_clips, args.frames, args.size, "heldout", 10_000)
+    chunk = 1500  # cached in chunks of 1500 clips (seeds k..k+1499), which can be generated in parallel
+    train = [c for k in range(0, args.train_clips, chunk)
+             for c in make_clips(min(chunk, args.train_clips - k), args.frames, args.size, "train", k, args.cache)]
+    heldout = make_clips(args.eval_clips, args.frames, args.size, "heldout", 10_000, args.cache)
     print(f"data: {len(train)} train / {len(heldout)} held-out clips in {time.time() - t0:.0f} s", flush=True)
+    if args.data_only:
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for v in args.variants:

@@ -123,7 +123,7 @@ def test_pensieve_eval_both_modes_and_ns_eval_agree(stage2_run, synth_dir, tmp_p
     a = json.loads((tmp_path / "aware.json").read_text())
     assert a["mode"] == "target-aware" and a["summary"]["scenes"] == 4 and len(a["scenes"]) == 4
     for key in ("psnr_lvsm", "ssim_lvsm", "psnr_gs", "ssim_gs", "psnr_blend_context", "Racc@5", "Tacc@30", "AUC@20",
-                "ate", "ate_rel", "focal_err", "feed_forward_s"):
+                "ate", "ate_rel", "focal_err", "feed_forward_s", "identity_Racc@5", "identity_AUC@20"):
         assert isinstance(a["summary"][key], float) and math.isfinite(a["summary"][key]), key
     assert a["summary"]["lpips_lvsm"] is None and a["lpips"].startswith("absent")
     assert len(list((tmp_path / "aware_images").glob("*.png"))) == 3

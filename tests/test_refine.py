@@ -72,6 +72,10 @@ def test_camera_prior_loss_is_zero_at_the_truth_and_ignores_world_frame_and_scal
     assert camera_prior_loss(moved, K, gt, K) < 1e-10
     still = torch.eye(4, dtype=torch.float64).expand_as(gt)
     assert camera_prior_loss(still, 1.5 * K, gt, K) > 0.1
+    # The weights scale their terms: rotation alone (no centre, same focal) grows linearly with its weight.
+    rot_only = camera_prior_loss(still, K, gt, K, rotation_weight=1.0, translation_weight=0.0)
+    assert rot_only > 0 and torch.isclose(camera_prior_loss(still, K, gt, K, 10.0, 0.0), 10 * rot_only)
+    assert camera_prior_loss(still, K, gt, K, 0.0, 1.0) + rot_only == pytest.approx(float(camera_prior_loss(still, K, gt, K)))
 
 
 def test_model_camera_prior_reaches_the_camera_head_and_refuses_clips_without_cameras():

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -140,6 +140,8 @@ def table(result: Dict) -> str:
     auc = "/".join(f"{s[f'AUC@{t}']:.2f}" for t in (5, 10, 20))
     lines.append(f"| {acc('Racc')} | {acc('Tacc')} | {auc} | {fmt(s.get('ate_rel'))} | {s['focal_err']:.3f} | "
                  f"{s['feed_forward_s']:.3f} | {fmt(s.get('tto_s'))} |")
+    lines.append(f"| identity: {acc('identity_Racc')} | {acc('identity_Tacc')} | "
+                 + "/".join(f"{s[f'identity_AUC@{t}']:.2f}" for t in (5, 10, 20)) + " | | | | |")
     return "\n".join(lines)
 
 

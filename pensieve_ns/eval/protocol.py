@@ -77,20 +77,25 @@ def refine_target_cameras(
     return moved().detach()
 
 
-def pose_metrics(pred_c2w: Tensor, gt_c2w: Tensor, pred_K: Tensor, gt_K: Tensor) -> Tuple[Dict[str, float], PairErrors]:
-    """ATE (3+ cameras) and focal error of one sample's predicted cameras, plus its pair errors (pooled over
-    scenes later)."""
+SamplePairs = Tuple[PairErrors, PairErrors]
+"""Pair errors of one sample's predicted cameras and of the identity baseline (every camera the same)."""
+
+
+def pose_metrics(pred_c2w: Tensor, gt_c2w: Tensor, pred_K: Tensor, gt_K: Tensor) -> Tuple[Dict[str, float], SamplePairs]:
+    """ATE (3+ cameras) and focal error of one sample's predicted cameras, plus the pair errors of the prediction
+    and of the identity baseline (pooled over scenes later)."""
     pred_c2w, gt_c2w, pred_K, gt_K = (x.detach().double().cpu() for x in (pred_c2w, gt_c2w, pred_K, gt_K))
     pairs = relative_pose_errors(pred_c2w.numpy(), gt_c2w.numpy())
+    identity = relative_pose_errors(np.tile(np.eye(4), (len(gt_c2w), 1, 1)), gt_c2w.numpy())
     out = absolute_trajectory_error(pred_c2w.numpy(), gt_c2w.numpy()) if len(gt_c2w) > 2 else {"ate": None, "ate_rel": None}
     out["focal_err"] = focal_error(float(pred_K[0, 0, 0]), float(gt_K[0, 0, 0]))
-    return out, pairs
+    return out, (pairs, identity)
 
 
 @torch.no_grad()
 def evaluate_sample(
     model, batch: Dict[str, Tensor], mode: Mode, tto_steps: int = 0, tto_lr: float = 0.05, lpips_fn: LpipsFn = None,
-) -> Tuple[Dict, PairErrors, Dict[str, Tensor]]:
+) -> Tuple[Dict, Optional[SamplePairs], Dict[str, Tensor]]:
     """One sample (batch of one clip, on the model's device) -> (row of metrics and timings, pair errors or None
     where the clip has no ground-truth cameras, images [T, 3, H, W] on the CPU for figures: gt, rgb, rgb_gs).
 
@@ -145,9 +150,10 @@ def evaluate_sample(
     return row, pairs, {k: v.detach().cpu() for k, v in {"gt": gt, **views}.items()}
 
 
-def summarise_rows(rows: List[Dict], pairs: List[Optional[PairErrors]]) -> Dict[str, Optional[float]]:
+def summarise_rows(rows: List[Dict], pairs: List[Optional[SamplePairs]]) -> Dict[str, Optional[float]]:
     """Means over scenes of every numeric row field (None where no scene has it), pair metrics pooled over all
-    pairs of the scenes with cameras (``poses.summarise``), and the number of scenes."""
+    pairs of the scenes with cameras (``poses.summarise``) with the identity baseline's accuracies beside them
+    (``identity_Racc@5`` ...), and the number of scenes."""
     out: Dict[str, Optional[float]] = {"scenes": len(rows)}
     skip = {"frames", "context", "targets", "scene"}
     keys = {k for r in rows for k in r}
@@ -156,5 +162,7 @@ def summarise_rows(rows: List[Dict], pairs: List[Optional[PairErrors]]) -> Dict[
         out[key] = float(np.mean(values)) if values else None
     with_cameras = [p for p in pairs if p is not None]
     if with_cameras:
-        out.update(summarise(with_cameras))
+        out.update(summarise([p for p, _ in with_cameras]))
+        base = summarise([i for _, i in with_cameras])
+        out.update({f"identity_{k}": v for k, v in base.items() if k.startswith(("Racc", "Tacc", "AUC"))})
     return out
