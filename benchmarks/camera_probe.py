@@ -44,11 +44,16 @@ from pensieve_ns.model.vit import ViTSize  # noqa: E402
 VARIANTS = ("spec", "mlp", "tokens", "relative", "cnn_pair")
 
 
+ROT_SCALE = 1.0
+"""Radians per unit of the axis-angle outputs (``--rot-scale``; pi/180: the network outputs degrees)."""
+
+
 def raw_to_cameras(raw: Tensor, H: int, W: int, first_is_identity: bool = False):
-    """raw [B, L, 7]: axis-angle (3), centre (3), focal (1) -> c2w_opencv [B, L, 4, 4], K [B, L, 3, 3]."""
+    """raw [B, L, 7]: axis-angle (3, times ROT_SCALE), centre (3), focal (1) -> c2w_opencv [B, L, 4, 4],
+    K [B, L, 3, 3]."""
     B, L = raw.shape[:2]
     c2w = torch.zeros(B, L, 4, 4, dtype=raw.dtype)
-    c2w[..., :3, :3] = axis_angle_to_matrix(raw[..., :3])
+    c2w[..., :3, :3] = axis_angle_to_matrix(raw[..., :3] * ROT_SCALE)
     c2w[..., :3, 3] = raw[..., 3:6]
     c2w[..., 3, 3] = 1.0
     if first_is_identity:
@@ -58,9 +63,14 @@ def raw_to_cameras(raw: Tensor, H: int, W: int, first_is_identity: bool = False)
     return c2w, K
 
 
+ZERO_INIT = True
+"""Zero-initialise the last layer of every readout MLP (``--head-init``): identity cameras at the start."""
+
+
 def mlp(i: int, o: int, hidden: int = 256) -> nn.Sequential:
     last = nn.Linear(hidden, o)
-    nn.init.zeros_(last.weight), nn.init.zeros_(last.bias)
+    if ZERO_INIT:
+        nn.init.zeros_(last.weight), nn.init.zeros_(last.bias)
     return nn.Sequential(nn.Linear(i, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), last)
 
 
@@ -211,11 +221,15 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--rot-weight", type=float, default=1.0, help="weight of the rotation term of the camera loss")
     p.add_argument("--trans-weight", type=float, default=1.0, help="weight of the normalised-centre term")
+    p.add_argument("--rot-scale", type=float, default=1.0, help="radians per unit of axis-angle output")
+    p.add_argument("--head-init", choices=("zero", "default"), default="zero", help="last readout layer's init")
     p.add_argument("--cache", type=Path, help="folder to keep generated clips in (shared between probes)")
     p.add_argument("--data-only", action="store_true", help="generate (and cache) the clips, then stop")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    global ROT_SCALE, ZERO_INIT
+    ROT_SCALE, ZERO_INIT = args.rot_scale, args.head_init == "zero"
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
