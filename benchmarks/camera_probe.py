@@ -186,7 +186,7 @@ def run(variant: str, args, train, heldout) -> Dict:
         images, c2w, K = sample_batch(train, args.batch, args.views, args.max_gap, rng)
         pred_c2w, pred_K = model(images)
         loss = camera_prior_loss(pred_c2w, pred_K, c2w, K, rotation_weight=args.rot_weight,
-                                 translation_weight=args.trans_weight)
+                                 translation_weight=args.trans_weight, focal_weight=args.focal_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -223,6 +223,7 @@ def main() -> None:
     p.add_argument("--trans-weight", type=float, default=1.0, help="weight of the normalised-centre term")
     p.add_argument("--rot-scale", type=float, default=1.0, help="radians per unit of axis-angle output")
     p.add_argument("--head-init", choices=("zero", "default"), default="zero", help="last readout layer's init")
+    p.add_argument("--focal-weight", type=float, default=1.0, help="weight of the log-focal term")
     p.add_argument("--cache", type=Path, help="folder to keep generated clips in (shared between probes)")
     p.add_argument("--data-only", action="store_true", help="generate (and cache) the clips, then stop")
     p.add_argument("--threads", type=int, default=0)

@@ -118,6 +118,7 @@ def camera_prior_loss(
     gt_K: Float[Tensor, "B L 3 3"],
     rotation_weight: float = 1.0,
     translation_weight: float = 1.0,
+    focal_weight: float = 1.0,
 ) -> Float[Tensor, ""]:
     """Supervised camera loss of the optional SYNTHETIC PRIOR (generated clips with known cameras only).
 
@@ -125,7 +126,7 @@ def camera_prior_loss(
     (``normalise_cameras``), so the loss ignores the world frame and scale the model picks. Terms: squared
     Frobenius distance of relative rotations, squared distance of normalised relative centres, and the squared
     log ratio of focal lengths. The rotation term is about the squared angle in radians (0.03 for a 10 degree
-    error) while the centre term is of order one, so ``rotation_weight`` and ``translation_weight`` rebalance them.
+    error) while the centre term is of order one, so ``rotation_weight``, ``translation_weight`` and ``focal_weight`` rebalance them.
     """
     from pensieve_ns.cameras import normalise_cameras
 
@@ -133,4 +134,4 @@ def camera_prior_loss(
     rot = ((pred[:, 1:, :3, :3] - gt[:, 1:, :3, :3]) ** 2).sum(dim=(-2, -1)).mean()
     trans = ((pred[:, 1:, :3, 3] - gt[:, 1:, :3, 3]) ** 2).sum(dim=-1).mean()
     focal = (torch.log(K[:, :, [0, 1], [0, 1]] / gt_K[:, :, [0, 1], [0, 1]]) ** 2).mean()
-    return rotation_weight * rot + translation_weight * trans + focal
+    return rotation_weight * rot + translation_weight * trans + focal_weight * focal
