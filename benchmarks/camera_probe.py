@@ -67,11 +67,18 @@ ZERO_INIT = True
 """Zero-initialise the last layer of every readout MLP (``--head-init``): identity cameras at the start."""
 
 
+READOUT_HIDDEN_LAYERS = 2
+"""Hidden layers of every readout MLP (``--readout-layers``)."""
+
+
 def mlp(i: int, o: int, hidden: int = 256) -> nn.Sequential:
     last = nn.Linear(hidden, o)
     if ZERO_INIT:
         nn.init.zeros_(last.weight), nn.init.zeros_(last.bias)
-    return nn.Sequential(nn.Linear(i, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), last)
+    layers = [nn.Linear(i, hidden), nn.GELU()]
+    for _ in range(READOUT_HIDDEN_LAYERS - 1):
+        layers += [nn.Linear(hidden, hidden), nn.GELU()]
+    return nn.Sequential(*layers, last)
 
 
 class EncoderProbe(nn.Module):
@@ -224,13 +231,14 @@ def main() -> None:
     p.add_argument("--rot-scale", type=float, default=1.0, help="radians per unit of axis-angle output")
     p.add_argument("--head-init", choices=("zero", "default"), default="zero", help="last readout layer's init")
     p.add_argument("--focal-weight", type=float, default=1.0, help="weight of the log-focal term")
+    p.add_argument("--readout-layers", type=int, default=2, help="hidden layers of the readout MLPs")
     p.add_argument("--cache", type=Path, help="folder to keep generated clips in (shared between probes)")
     p.add_argument("--data-only", action="store_true", help="generate (and cache) the clips, then stop")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    global ROT_SCALE, ZERO_INIT
-    ROT_SCALE, ZERO_INIT = args.rot_scale, args.head_init == "zero"
+    global ROT_SCALE, ZERO_INIT, READOUT_HIDDEN_LAYERS
+    ROT_SCALE, ZERO_INIT, READOUT_HIDDEN_LAYERS = args.rot_scale, args.head_init == "zero", args.readout_layers
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
