@@ -183,11 +183,11 @@ def evaluate(model: nn.Module, clips, views: int, gap: int) -> Dict[str, float]:
 
 
 def run(variant: str, args, train, heldout) -> Dict:
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     size = ViTSize(dim=args.dim, depth=args.depth, heads=4, mlp_hidden=4 * args.dim, hook=0)
     model = PairCNN() if variant == "cnn_pair" else EncoderProbe(variant, size, args.patch)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     curve, t0 = [], time.time()
     for step in range(1, args.steps + 1):
         images, c2w, K = sample_batch(train, args.batch, args.views, args.max_gap, rng)
@@ -232,6 +232,7 @@ def main() -> None:
     p.add_argument("--head-init", choices=("zero", "default"), default="zero", help="last readout layer's init")
     p.add_argument("--focal-weight", type=float, default=1.0, help="weight of the log-focal term")
     p.add_argument("--readout-layers", type=int, default=2, help="hidden layers of the readout MLPs")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
     p.add_argument("--cache", type=Path, help="folder to keep generated clips in (shared between probes)")
     p.add_argument("--data-only", action="store_true", help="generate (and cache) the clips, then stop")
     p.add_argument("--threads", type=int, default=0)
