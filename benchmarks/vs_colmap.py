@@ -62,6 +62,7 @@ def run_colmap(images: np.ndarray) -> Dict:
     import pycolmap
     from PIL import Image
 
+    pycolmap.logging.minloglevel = 2  # warnings and errors only (its INFO log is thousands of lines)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

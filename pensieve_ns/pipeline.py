@@ -123,11 +123,12 @@ class PensievePipeline(VanillaPipeline):
         evaluation sample: scene means of the image metrics (LVSM and, in stage 2, Gaussian branch; std with
         ``get_std``), and pose metrics where the clips have ground-truth cameras. The same numbers as
         ``pensieve-eval --mode target-aware`` on the same data."""
+        from pensieve_ns.eval.metrics import lpips_metric
         from pensieve_ns.eval.protocol import evaluate_sample, summarise_rows
 
         self.eval()
         rows, pairs = [], []
-        lpips_fn = (lambda a, b: self.model.lpips(a, b, normalize=True).flatten()) if self.model.lpips is not None else None
+        lpips_fn = lpips_metric(self.model.lpips) if self.model.lpips is not None else None
         with torch.no_grad():
             for _, batch in self.datamanager.fixed_indices_eval_dataloader:
                 row, pair, _ = evaluate_sample(self.model, batch, "target-aware", lpips_fn=lpips_fn)

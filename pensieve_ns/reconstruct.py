@@ -34,7 +34,7 @@ import torch
 
 from pensieve_ns.checkpoints import load_run
 from pensieve_ns.errors import PensieveInputError, exit_with_error
-from pensieve_ns.eval.align import apply_similarity
+from pensieve_ns.eval.align import apply_similarity, similarity_to
 
 PROG = "pensieve-reconstruct"
 
@@ -78,16 +78,6 @@ def window_starts(num: int, window: int, overlap: int = 2) -> list:
         return [0]
     starts = list(range(0, num - window, window - overlap)) + [num - window]
     return sorted(set(starts))
-
-
-def similarity_to(P_a: torch.Tensor, P_b: torch.Tensor, Q_a: torch.Tensor, Q_b: torch.Tensor):
-    """(s, R, t) with x -> s R x + t mapping the world of cameras Q onto that of P: Q_a lands exactly on P_a, and
-    s is the ratio of the distances between the two cameras' centres (1 where Q's are too close to measure)."""
-    R = P_a[:3, :3] @ Q_a[:3, :3].T
-    dq = (Q_b[:3, 3] - Q_a[:3, 3]).norm()
-    s = (P_b[:3, 3] - P_a[:3, 3]).norm() / dq if dq > 1e-6 else torch.ones((), dtype=P_a.dtype)
-    t = P_a[:3, 3] - s * R @ Q_a[:3, 3]
-    return s, R, t
 
 
 def chain_windows(windows: list, starts: list) -> torch.Tensor:

@@ -15,7 +15,8 @@ import torch
 from pensieve_ns.cameras import axis_angle_to_matrix, invert_rigid
 from pensieve_ns.eval.align import apply_similarity, markley_mean, similarity_from_cameras
 from pensieve_ns.eval.poses import absolute_trajectory_error, pose_auc, relative_pose_errors, summarise, umeyama
-from pensieve_ns.eval.protocol import image_metrics, refine_target_cameras
+from pensieve_ns.eval.metrics import image_metrics, lpips_metric
+from pensieve_ns.eval.protocol import refine_target_cameras
 
 BIN = Path(sys.executable).parent
 
@@ -39,7 +40,7 @@ def test_identical_images_give_infinite_psnr_ssim_one_lpips_zero():
     torch.manual_seed(0)
     img = torch.rand(2, 3, 32, 32)
     net = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)  # random weights: no download
-    m = image_metrics(img, img, lambda a, b: net(a, b, normalize=True).flatten())
+    m = image_metrics(img, img, lpips_metric(net))
     assert m["psnr"] == math.inf and m["ssim"] == pytest.approx(1.0, abs=1e-6) and m["lpips"] == pytest.approx(0.0, abs=1e-7)
     noisy = image_metrics((img + 0.1 * torch.randn_like(img)).clamp(0, 1), img, None)
     assert 15 < noisy["psnr"] < 30 and noisy["ssim"] < 0.99 and noisy["lpips"] is None  # absent, not 0

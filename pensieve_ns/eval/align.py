@@ -1,4 +1,5 @@
-"""Similarity transforms between camera sets (torch): the target-aligned protocol and window chaining.
+"""Similarity transforms between camera sets (torch): the target-aligned protocol (``similarity_from_cameras``)
+and the chaining of reconstruction windows (``similarity_to``).
 
 Cameras are OpenCV camera-to-world [N, 4, 4]. A similarity x -> s R x + t moves a camera by turning its
 orientation (R @ R_c2w) and mapping its centre (s R c + t).
@@ -36,6 +37,16 @@ def similarity_from_cameras(src: Float[Tensor, "N 4 4"], dst: Float[Tensor, "N 4
     spread_d = (cd - cd.mean(0)).norm(dim=-1).mean()
     s = spread_d / spread_s if spread_s > 1e-9 else torch.ones((), dtype=src.dtype, device=src.device)
     t = cd.mean(0) - s * R @ cs.mean(0)
+    return s, R, t
+
+
+def similarity_to(P_a: Float[Tensor, "4 4"], P_b: Float[Tensor, "4 4"], Q_a: Float[Tensor, "4 4"], Q_b: Float[Tensor, "4 4"]):
+    """(s, R, t) with x -> s R x + t mapping the world of cameras Q onto that of P: Q_a lands exactly on P_a, and
+    s is the ratio of the distances between the two cameras' centres (1 where Q's are too close to measure)."""
+    R = P_a[:3, :3] @ Q_a[:3, :3].T
+    dq = (Q_b[:3, 3] - Q_a[:3, 3]).norm()
+    s = (P_b[:3, 3] - P_a[:3, 3]).norm() / dq if dq > 1e-6 else torch.ones((), dtype=P_a.dtype)
+    t = P_a[:3, 3] - s * R @ Q_a[:3, 3]
     return s, R, t
 
 

@@ -54,13 +54,14 @@ class EvalConfig:
 
 def load_lpips() -> tuple:
     """(LPIPS function on [T, 3, H, W] images in [0, 1], or None; a note saying which)."""
+    from pensieve_ns.eval.metrics import lpips_metric
     from pensieve_ns.losses import load_lpips_vgg
 
     try:
         net = load_lpips_vgg()
     except PensieveInputError as err:
         return None, f"absent: {err}"
-    return (lambda a, b: net(a, b, normalize=True).flatten()), "lpips-vgg"
+    return lpips_metric(net), "lpips-vgg"
 
 
 def figure(images: Dict[str, torch.Tensor]) -> np.ndarray:

@@ -26,26 +26,14 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from pensieve_ns.cameras import axis_angle_to_matrix
 from pensieve_ns.eval.align import apply_similarity, similarity_from_cameras
+from pensieve_ns.eval.metrics import LpipsFn, image_metrics
 from pensieve_ns.eval.poses import PairErrors, absolute_trajectory_error, focal_error, relative_pose_errors, summarise
 
 Mode = Literal["target-aware", "target-aligned"]
 MODES = ("target-aware", "target-aligned")
-LpipsFn = Optional[Callable[[Tensor, Tensor], Tensor]]
-
-
-def image_metrics(pred: Float[Tensor, "T 3 H W"], gt: Float[Tensor, "T 3 H W"], lpips_fn: LpipsFn) -> Dict[str, float]:
-    """PSNR (images clipped to [0, 1]), SSIM (Gaussian 11x11 window) and LPIPS, each averaged per image; LPIPS is
-    None when no LPIPS network is available (absent, never 0)."""
-    p = pred.clamp(0, 1)
-    psnr = torch.stack([peak_signal_noise_ratio(a[None], b[None], data_range=1.0) for a, b in zip(p, gt)]).mean()
-    ssim = torch.stack([structural_similarity_index_measure(a[None], b[None], data_range=1.0) for a, b in zip(p, gt)]).mean()
-    with torch.no_grad():
-        lp = float(lpips_fn(p, gt).mean()) if lpips_fn is not None else None
-    return {"psnr": float(psnr), "ssim": float(ssim), "lpips": lp}
 
 
 def refine_target_cameras(

@@ -153,16 +153,23 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         # uniform noise while training (pushes coverage to 1), over mid-grey when evaluating.
         gs = self.gaussian_head(f_ctx, gather_frames(images, context), gather_frames(c2w, context), gather_frames(K, context))
         background = torch.rand_like(images) if self.training else torch.full_like(images, 0.5)
-        w2c = invert_rigid(c2w)
-        renders = [
-            render(gs.means[b], gs.quats[b], gs.scales[b], gs.opacities[b], gs.colors[b], w2c[b], K[b], W, H,
-                   background=background[b], backend=self.config.renderer, tile_size=self.config.tile_size)
-            for b in range(images.shape[0])
-        ]
-        outputs["rgb_gs"], outputs["alpha_gs"], outputs["depth_gs"] = (torch.stack(x) for x in zip(*renders))
+        outputs["rgb_gs"], outputs["alpha_gs"], outputs["depth_gs"] = self.splat(gs, c2w, K, background)
         outputs["depth_pred"] = gs.depth
         outputs["gaussians"] = gs
         return outputs
+
+    def splat(
+        self, gs, c2w_opencv: Float[Tensor, "B T 4 4"], K: Float[Tensor, "B T 3 3"], background: Float[Tensor, "B T 3 H W"]
+    ) -> Tuple[Float[Tensor, "B T 3 H W"], Float[Tensor, "B T 1 H W"], Float[Tensor, "B T 1 H W"]]:
+        """Each clip's Gaussians (``GaussianHead`` output, batched) rendered into its T cameras: rgb, alpha, depth."""
+        H, W = background.shape[-2:]
+        w2c = invert_rigid(c2w_opencv)
+        renders = [
+            render(gs.means[b], gs.quats[b], gs.scales[b], gs.opacities[b], gs.colors[b], w2c[b], K[b], W, H,
+                   background=background[b], backend=self.config.renderer, tile_size=self.config.tile_size)
+            for b in range(c2w_opencv.shape[0])
+        ]
+        return tuple(torch.stack(x) for x in zip(*renders))
 
     def render_views(
         self, outputs: Dict[str, Tensor], context: Tensor, c2w_opencv: Float[Tensor, "B T 4 4"], K: Float[Tensor, "B T 3 3"],
@@ -181,15 +188,8 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         views = {"rgb": rgb}
         if "gaussians" not in outputs:
             return views
-        gs, w2c = outputs["gaussians"], invert_rigid(c2w_opencv)
-        bg = torch.full((3, H, W), background, dtype=rgb.dtype, device=rgb.device)
-        renders = [
-            render(gs.means[b], gs.quats[b], gs.scales[b], gs.opacities[b], gs.colors[b], w2c[b], K[b], W, H,
-                   background=bg.expand(c2w_opencv.shape[1], 3, H, W), backend=self.config.renderer,
-                   tile_size=self.config.tile_size)
-            for b in range(f_ctx.shape[0])
-        ]
-        views["rgb_gs"], views["alpha_gs"], views["depth_gs"] = (torch.stack(x) for x in zip(*renders))
+        bg = torch.full((*c2w_opencv.shape[:2], 3, H, W), background, dtype=rgb.dtype, device=rgb.device)
+        views["rgb_gs"], views["alpha_gs"], views["depth_gs"] = self.splat(outputs["gaussians"], c2w_opencv, K, bg)
         return views
 
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
