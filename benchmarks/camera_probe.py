@@ -15,6 +15,10 @@ Variants (``--variants``):
             (the reference of the loss) before the MLP: relative readout, the first frame is the identity.
   cnn_pair  control: a small CNN on [first frame, frame j] stacked on channels -> relative pose of frame j (the
             classic pose network). No transformer.
+  flow_pair the model's ``PairCameraHead`` (camera_head="pair_flow"): first frame and frame j through a shared CNN,
+            their correlation volume and soft-argmax flow -> relative pose of frame j. ``--save`` writes its weights
+            for ``camera_head_weights`` (the labelled prior). ``--warmup-kind pan``: a curriculum, the first
+            ``--warmup-steps`` on pure-rotation clips (LEARNING.md exp 22).
 
     python benchmarks/camera_probe.py --steps 1500 --out benchmarks/results/camera_probe/exp8
 """
@@ -37,11 +41,11 @@ from pensieve_ns.cameras import axis_angle_to_matrix, intrinsics_matrix  # noqa:
 from pensieve_ns.data.synthetic import generate_clip  # noqa: E402
 from pensieve_ns.eval.poses import relative_pose_errors, summarise  # noqa: E402
 from pensieve_ns.losses import camera_prior_loss  # noqa: E402
-from pensieve_ns.model.camera_head import CameraHead, focal_from_raw  # noqa: E402
+from pensieve_ns.model.camera_head import CameraHead, PairCameraHead, focal_from_raw  # noqa: E402
 from pensieve_ns.model.encoder import PensieveEncoder  # noqa: E402
 from pensieve_ns.model.vit import ViTSize  # noqa: E402
 
-VARIANTS = ("spec", "mlp", "tokens", "relative", "cnn_pair")
+VARIANTS = ("spec", "mlp", "tokens", "relative", "cnn_pair", "flow_pair")
 
 
 ROT_SCALE = 1.0
@@ -131,13 +135,16 @@ class PairCNN(nn.Module):
         return raw_to_cameras(self.head(feats), H, W, first_is_identity=True)
 
 
-def make_clips(n: int, frames: int, size: int, split: str, seed: int, cache: Optional[Path] = None):
+def make_clips(
+    n: int, frames: int, size: int, split: str, seed: int, cache: Optional[Path] = None, path_kind: Optional[str] = None
+):
     """n generated clips as (frames [F, 3, S, S], c2w_opencv [F, 4, 4], K [3, 3]); ``cache`` keeps them on disk
-    (keyed by every argument) so several probes share one generation."""
-    path = cache / f"{split}_{n}x{frames}_{size}px_seed{seed}.pt" if cache else None
+    (keyed by every argument) so several probes share one generation. ``path_kind``: one camera path kind only."""
+    kind = f"_{path_kind}" if path_kind else ""
+    path = cache / f"{split}_{n}x{frames}_{size}px_seed{seed}{kind}.pt" if cache else None
     if path is not None and path.exists():
         return torch.load(path)
-    clips = [generate_clip(seed + k, frames, size, split) for k in range(n)]
+    clips = [generate_clip(seed + k, frames, size, split, path_kind) for k in range(n)]
     out = [
         (torch.from_numpy(c.frames).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(c.c2w_opencv).float(),
          torch.from_numpy(c.K).float())
@@ -182,15 +189,31 @@ def evaluate(model: nn.Module, clips, views: int, gap: int) -> Dict[str, float]:
     }
 
 
-def run(variant: str, args, train, heldout) -> Dict:
+class FlowPairProbe(nn.Module):
+    def __init__(self, grid: int):
+        super().__init__()
+        self.head = PairCameraHead(grid)
+
+    def forward(self, images: Tensor):
+        c2w, K, _ = self.head(images)
+        return c2w, K
+
+
+def run(variant: str, args, train, heldout, warmup=None) -> Dict:
     torch.manual_seed(args.seed)
     size = ViTSize(dim=args.dim, depth=args.depth, heads=4, mlp_hidden=4 * args.dim, hook=0)
-    model = PairCNN() if variant == "cnn_pair" else EncoderProbe(variant, size, args.patch)
+    if variant == "cnn_pair":
+        model = PairCNN()
+    elif variant == "flow_pair":
+        model = FlowPairProbe(args.pair_grid)
+    else:
+        model = EncoderProbe(variant, size, args.patch)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed)
     curve, t0 = [], time.time()
     for step in range(1, args.steps + 1):
-        images, c2w, K = sample_batch(train, args.batch, args.views, args.max_gap, rng)
+        source = warmup if warmup is not None and step <= args.warmup_steps else train
+        images, c2w, K = sample_batch(source, args.batch, args.views, args.max_gap, rng)
         pred_c2w, pred_K = model(images)
         loss = camera_prior_loss(pred_c2w, pred_K, c2w, K, rotation_weight=args.rot_weight,
                                  translation_weight=args.trans_weight, focal_weight=args.focal_weight)
@@ -206,6 +229,10 @@ def run(variant: str, args, train, heldout) -> Dict:
                   f" (id {m['identity_rot_err_median']:.1f}) angle {m['pred_angle']:.1f}/{m['true_angle']:.1f}"
                   f" focal {m['focal_err']:.2f} {m['minutes']:.1f} min", flush=True)
     params = sum(p.numel() for p in model.parameters())
+    if variant == "flow_pair" and args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.head.state_dict(), args.save.with_suffix(".tmp"))
+        args.save.with_suffix(".tmp").replace(args.save)
     return {"variant": variant, "params": params, "final": curve[-1], "curve": curve}
 
 
@@ -233,6 +260,11 @@ def main() -> None:
     p.add_argument("--focal-weight", type=float, default=1.0, help="weight of the log-focal term")
     p.add_argument("--readout-layers", type=int, default=2, help="hidden layers of the readout MLPs")
     p.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
+    p.add_argument("--pair-grid", type=int, default=16, help="flow_pair: correlation grid (frames at 2x pixels)")
+    p.add_argument("--warmup-kind", default=None, help="curriculum: the first --warmup-steps on this path kind only")
+    p.add_argument("--warmup-steps", type=int, default=600)
+    p.add_argument("--warmup-clips", type=int, default=600)
+    p.add_argument("--save", type=Path, default=None, help="flow_pair: write the trained PairCameraHead weights here")
     p.add_argument("--cache", type=Path, help="folder to keep generated clips in (shared between probes)")
     p.add_argument("--data-only", action="store_true", help="generate (and cache) the clips, then stop")
     p.add_argument("--threads", type=int, default=0)
@@ -247,13 +279,16 @@ def main() -> None:
     train = [c for k in range(0, args.train_clips, chunk)
              for c in make_clips(min(chunk, args.train_clips - k), args.frames, args.size, "train", k, args.cache)]
     heldout = make_clips(args.eval_clips, args.frames, args.size, "heldout", 10_000, args.cache)
+    warmup = None
+    if args.warmup_kind:
+        warmup = make_clips(args.warmup_clips, args.frames, args.size, "train", 50_000, args.cache, args.warmup_kind)
     print(f"data: {len(train)} train / {len(heldout)} held-out clips in {time.time() - t0:.0f} s", flush=True)
     if args.data_only:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for v in args.variants:
-        results.append(run(v, args, train, heldout))
+        results.append(run(v, args, train, heldout, warmup))
         (args.out / "results.json").write_text(json.dumps({"args": {k: str(x) for k, x in vars(args).items()},
                                                            "runs": results}, indent=1))
     lines = ["| variant | params | Racc@5 (identity) | Racc@15 (identity) | median rot err deg (identity) | "

@@ -50,7 +50,8 @@ def make_model(args, camera_source: str, camera_prior_weight: float = 0.0) -> Pe
     cfg = PensieveModelConfig(
         patch=args.patch, camera_hidden=args.width, lpips_weight=0.0, camera_source=camera_source,
         camera_prior_weight=camera_prior_weight, camera_quaternion=getattr(args, "camera_quaternion", "spec"),
-        l2_weight=getattr(args, "l2_weight", 1.0),
+        l2_weight=getattr(args, "l2_weight", 1.0), camera_head=getattr(args, "camera_head", "features"),
+        camera_head_weights=getattr(args, "camera_head_weights", None), pair_grid=getattr(args, "pair_grid", 16),
         frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=lvsm,
     )
     return cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
@@ -188,6 +189,10 @@ def main() -> None:
     parser.add_argument("--prior-weight", type=float, default=1.0, help="camera prior loss weight of the prior run")
     parser.add_argument("--selfsup-steps", type=int, default=None, help="steps of prior_selfsup (default --steps)")
     parser.add_argument("--camera-quaternion", choices=("spec", "residual"), default="spec")
+    parser.add_argument("--camera-head", choices=("features", "pair_flow"), default="features")
+    parser.add_argument("--camera-head-weights", type=Path, default=None,
+                        help="pair_flow weights pre-trained with known cameras (camera_probe.py --save): the LABELLED PRIOR")
+    parser.add_argument("--pair-grid", type=int, default=16)
     parser.add_argument("--l2-weight", type=float, default=1.0, help="image loss weight (0: a camera-only probe with --runs prior)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stage1_learning")

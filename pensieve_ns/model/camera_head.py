@@ -11,7 +11,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from pensieve_ns.cameras import intrinsics_matrix, quaternion_to_matrix
+from pensieve_ns.cameras import axis_angle_to_matrix, intrinsics_matrix, quaternion_to_matrix
+from pensieve_ns.model.pair_pose import CorrelationPoseNet
 
 FOCAL_MIN, FOCAL_SPAN, FOCAL_SCALE = 0.1, 2.9, 0.1
 
@@ -62,4 +63,32 @@ class CameraHead(nn.Module):
         fx = focal_from_raw(raw[..., 7], W).mean(dim=1, keepdim=True).expand(B, L)
         fy = focal_from_raw(raw[..., 8], H).mean(dim=1, keepdim=True).expand(B, L)
         K = intrinsics_matrix(fx, fy, torch.full_like(fx, W / 2), torch.full_like(fy, H / 2))
+        return c2w, K, raw
+
+
+class PairCameraHead(nn.Module):
+    """Cameras from frame pairs (issue 5; not the paper's head): frame j's camera relative to frame 0 comes from
+    ``CorrelationPoseNet(frame 0, frame j)``, which sees the two images and their correlation volume rather than
+    pooled transformer features. Frame 0 is the identity; raw values per frame: axis-angle in degrees (3), camera
+    centre (3), focal (1, as ``focal_from_raw``; averaged over frames 1..L-1). Zero-initialised output: identity
+    cameras and a 36 degree field of view at the start."""
+
+    def __init__(self, grid: int = 16, width: int = 64):
+        super().__init__()
+        self.net = CorrelationPoseNet(out_dim=7, width=width, grid=grid)
+
+    def forward(
+        self, images: Float[Tensor, "B L 3 H W"]
+    ) -> Tuple[Float[Tensor, "B L 4 4"], Float[Tensor, "B L 3 3"], Float[Tensor, "B L 7"]]:
+        """Per-frame c2w_opencv [B, L, 4, 4] (frame 0 = identity), clip-shared K [B, L, 3, 3] and the raw outputs."""
+        B, L, _, H, W = images.shape
+        first = images[:, :1].expand(B, L - 1, *images.shape[2:])
+        raw = self.net(first.flatten(0, 1), images[:, 1:].flatten(0, 1)).view(B, L - 1, 7)
+        c2w = torch.eye(4, dtype=raw.dtype, device=raw.device).repeat(B, L, 1, 1)
+        c2w[:, 1:, :3, :3] = axis_angle_to_matrix(torch.deg2rad(raw[..., :3]))
+        c2w[:, 1:, :3, 3] = raw[..., 3:6]
+        focal_raw = raw[..., 6] if L > 1 else raw.new_zeros(B, 1)  # a single frame: the default field of view
+        f = focal_from_raw(focal_raw, W).mean(dim=1, keepdim=True).expand(B, L)
+        K = intrinsics_matrix(f, f * H / W, torch.full_like(f, W / 2), torch.full_like(f, H / 2))
+        raw = torch.cat([raw.new_zeros(B, 1, 7), raw], dim=1)
         return c2w, K, raw

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Tuple, Type
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from jaxtyping import Float
@@ -17,7 +18,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 
 from pensieve_ns.cameras import invert_rigid, normalise_cameras, plucker_rays
 from pensieve_ns.losses import camera_prior_loss, depth_projection_loss, disparity_smoothness_loss
-from pensieve_ns.model.camera_head import CameraHead
+from pensieve_ns.model.camera_head import CameraHead, PairCameraHead
 from pensieve_ns.model.encoder import FEATURE_CHANNELS, PensieveEncoder
 from pensieve_ns.model.gaussian_head import GaussianHead
 from pensieve_ns.render import render
@@ -36,6 +37,15 @@ class PensieveModelConfig(ModelConfig):
     camera_vit: ViTSize = field(default_factory=ViTSize)
     context_vit: ViTSize = field(default_factory=ViTSize)
     lvsm_vit: ViTSize = field(default_factory=ViTSize)
+    camera_head: Literal["features", "pair_flow"] = "features"
+    """'features': the paper's head on the camera transformer's features (method.md §1.2). 'pair_flow' (issue 5,
+    not the paper): each frame's camera relative to the first from the two images' correlation volume
+    (``PairCameraHead``); it can start from weights pre-trained with the labelled prior (``camera_head_weights``)."""
+    camera_head_weights: Optional[Path] = None
+    """A ``PairCameraHead`` state dict to start from (``benchmarks/camera_probe.py --save``). Trained on generated
+    clips with known cameras: using it is the LABELLED SYNTHETIC PRIOR, and results say so."""
+    pair_grid: int = 16
+    """Correlation grid of 'pair_flow' (frames are resampled to 2 * pair_grid pixels)."""
     camera_hidden: int = 512
     camera_quaternion: Literal["spec", "residual"] = "spec"
     """'spec': the paper's head (w row all ones); 'residual': q = identity + output (see CameraHead)."""
@@ -75,6 +85,22 @@ class PensieveModelConfig(ModelConfig):
     """Colours are view-independent (degree-0 SH); read by nerfstudio's Splatfacto code paths."""
 
 
+def load_camera_head_weights(path: Path) -> Dict[str, Tensor]:
+    """A pre-trained ``PairCameraHead`` state dict, or a clear error (missing, unreadable, or not such a file)."""
+    from pensieve_ns.errors import PensieveInputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise PensieveInputError(path, "camera head weights not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  any unreadable file gets the same one-line error
+        raise PensieveInputError(path, f"camera head weights unreadable ({type(exc).__name__})") from exc
+    if not isinstance(state, dict) or not any(k.startswith("net.") for k in state):
+        raise PensieveInputError(path, "not a PairCameraHead state dict (expected keys 'net.*')")
+    return state
+
+
 def gather_frames(x: Float[Tensor, "B L *rest"], index: Tensor) -> Float[Tensor, "B G *rest"]:
     """x[b, index[b]] for every b."""
     return torch.gather(x, 1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
@@ -102,7 +128,12 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         # No super().populate_modules(): it would add a ray collider, and this model takes clips, not rays.
         cfg = self.config
         self.encoder = PensieveEncoder(cfg.frame_vit, cfg.camera_vit, cfg.context_vit, cfg.patch, cfg.checkpointing)
-        self.camera_head = CameraHead(FEATURE_CHANNELS + 5, cfg.camera_hidden, cfg.camera_quaternion)
+        if cfg.camera_head == "pair_flow":
+            self.camera_head = PairCameraHead(cfg.pair_grid)
+            if cfg.camera_head_weights is not None:
+                self.camera_head.load_state_dict(load_camera_head_weights(cfg.camera_head_weights))
+        else:
+            self.camera_head = CameraHead(FEATURE_CHANNELS + 5, cfg.camera_hidden, cfg.camera_quaternion)
         self.lvsm = LVSMHead(cfg.lvsm_vit, cfg.patch, FEATURE_CHANNELS + 5, cfg.checkpointing)
         self.gaussian_head = (
             GaussianHead(FEATURE_CHANNELS + 5, cfg.gaussian_hidden, cfg.gaussian_stride, cfg.gaussian_footprint) if cfg.gaussians else None
@@ -140,6 +171,8 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         f_cam, f_ctx = f_cam.float(), f_ctx.float()  # cameras and rays in float32
         if self.config.camera_source == "ground_truth":  # oracle: known cameras of generated clips
             c2w, K = normalise_cameras(batch["gt_c2w_opencv"]), batch["gt_K"]
+        elif self.config.camera_head == "pair_flow":
+            c2w, K, _ = self.camera_head(images)  # each frame against the first (OpenCV c2w), clip intrinsics
         else:
             c2w, K, _ = self.camera_head(f_cam)  # latent cameras (OpenCV c2w) and clip intrinsics
         rays = plucker_rays(c2w, K, H, W)  # [B, L, 6, H, W]

@@ -1,0 +1,73 @@
+"""The correlation pair-pose network (issue 5): the flow it makes explicit, and its identity start."""
+
+import torch
+
+from pensieve_ns.model.pair_pose import CorrelationPoseNet, cell_coords, correlation_volume, soft_argmax_displacement
+
+
+def test_soft_argmax_displacement_recovers_a_shift():
+    g = 8
+    features = torch.eye(g * g).view(1, g * g, g, g)  # one-hot: every cell matches exactly one cell
+    shifted = torch.roll(features, shifts=(1, 2), dims=(2, 3))  # b = a moved 2 cells right, 1 down
+    flow = soft_argmax_displacement(correlation_volume(features, shifted, temperature=0.01))
+    step = 2.0 / (g - 1)
+    inner = flow[0, :, 1:-1, 1:-3]  # cells whose match did not wrap around
+    assert torch.allclose(inner[0], torch.full_like(inner[0], 2 * step), atol=1e-4)
+    assert torch.allclose(inner[1], torch.full_like(inner[1], 1 * step), atol=1e-4)
+    assert torch.allclose(inner[2], torch.ones_like(inner[2]), atol=1e-4)  # sharp matches
+    assert cell_coords(g)[0, 0, -1] == 1 and cell_coords(g)[1, -1, 0] == 1  # x along columns, y along rows
+
+
+def test_pair_pose_net_starts_at_zero_and_trains():
+    torch.manual_seed(0)
+    net = CorrelationPoseNet(out_dim=7, width=8, grid=8, hidden=16)
+    a, b = torch.rand(3, 3, 24, 24), torch.rand(3, 3, 24, 24)  # resampled to 16 px
+    out = net(a, b)
+    assert out.shape == (3, 7) and torch.equal(out, torch.zeros_like(out))
+    out.sum().backward()
+    assert net.head[-1].weight.grad.abs().sum() > 0
+
+
+def _model(tmp_path=None, weights=None):
+    from pensieve_ns.model.pensieve import PensieveModelConfig
+    from pensieve_ns.model.vit import ViTSize
+
+    size = ViTSize(dim=32, depth=2, heads=2, mlp_hidden=64, hook=0)
+    return PensieveModelConfig(
+        patch=8, lpips_weight=0.0, frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=size,
+        camera_head="pair_flow", pair_grid=8, camera_head_weights=weights,
+    ).setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
+
+
+def test_pair_flow_camera_head_in_the_model_and_its_weights(tmp_path):
+    """camera_head='pair_flow': identity cameras at the start, gradients reach the pair network through the image
+    loss, and pre-trained weights load (a bad file is one clear error)."""
+    import pytest
+
+    from pensieve_ns.errors import PensieveInputError
+
+    torch.manual_seed(0)
+    model = _model()
+    images = torch.rand(2, 3, 3, 32, 32)
+    batch = {"images": images, "context": torch.tensor([[0, 2], [0, 2]]), "loss_weights": torch.tensor([[0.1, 1.0, 0.1]] * 2)}
+    out = model(batch)
+    assert torch.allclose(out["c2w_opencv"], torch.eye(4).expand(2, 3, 4, 4))
+    model.get_loss_dict(out, batch)["l2"].backward()
+    assert model.camera_head.net.head[-1].weight.grad.abs().sum() > 0
+
+    with torch.no_grad():
+        model.camera_head.net.head[-1].bias.fill_(0.5)  # a trained head stand-in: non-identity cameras
+    path = tmp_path / "pair_camera_head.pt"
+    torch.save(model.camera_head.state_dict(), path)
+    loaded = _model(weights=path)
+    assert torch.equal(loaded.camera_head.net.head[-1].bias, torch.full((7,), 0.5))
+    assert not torch.allclose(loaded(batch)["c2w_opencv"][:, 1], torch.eye(4))
+
+    for bad, message in ((tmp_path / "missing.pt", "not found"), (tmp_path / "junk.pt", "unreadable")):
+        if bad.name == "junk.pt":
+            bad.write_bytes(b"not a checkpoint")
+        with pytest.raises(PensieveInputError, match=message):
+            _model(weights=bad)
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(PensieveInputError, match="not a PairCameraHead"):
+        _model(weights=tmp_path / "other.pt")
