@@ -62,6 +62,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def train(model, dataset, sampler, steps: int, lr: float, log_every: int = 50) -> List[Dict]:
+    if steps == 0:  # evaluate as initialised (e.g. a pre-trained camera head and a warm-started decoder)
+        return []
     opt = torch.optim.AdamW(model.get_param_groups()["model"], lr=lr, betas=(0.9, 0.95))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
