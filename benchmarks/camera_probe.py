@@ -190,9 +190,9 @@ def evaluate(model: nn.Module, clips, views: int, gap: int) -> Dict[str, float]:
 
 
 class FlowPairProbe(nn.Module):
-    def __init__(self, grid: int):
+    def __init__(self, grid: int, symmetric: bool):
         super().__init__()
-        self.head = PairCameraHead(grid)
+        self.head = PairCameraHead(grid, symmetric=symmetric)
 
     def forward(self, images: Tensor):
         c2w, K, _ = self.head(images)
@@ -205,7 +205,7 @@ def run(variant: str, args, train, heldout, warmup=None) -> Dict:
     if variant == "cnn_pair":
         model = PairCNN()
     elif variant == "flow_pair":
-        model = FlowPairProbe(args.pair_grid)
+        model = FlowPairProbe(args.pair_grid, args.pair_symmetric)
     else:
         model = EncoderProbe(variant, size, args.patch)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
@@ -261,6 +261,7 @@ def main() -> None:
     p.add_argument("--readout-layers", type=int, default=2, help="hidden layers of the readout MLPs")
     p.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
     p.add_argument("--pair-grid", type=int, default=16, help="flow_pair: correlation grid (frames at 2x pixels)")
+    p.add_argument("--pair-symmetric", action="store_true", help="flow_pair: each pair both ways (exact inverses)")
     p.add_argument("--warmup-kind", default=None, help="curriculum: the first --warmup-steps on this path kind only")
     p.add_argument("--warmup-steps", type=int, default=600)
     p.add_argument("--warmup-clips", type=int, default=600)

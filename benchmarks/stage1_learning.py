@@ -52,6 +52,7 @@ def make_model(args, camera_source: str, camera_prior_weight: float = 0.0) -> Pe
         camera_prior_weight=camera_prior_weight, camera_quaternion=getattr(args, "camera_quaternion", "spec"),
         l2_weight=getattr(args, "l2_weight", 1.0), camera_head=getattr(args, "camera_head", "features"),
         camera_head_weights=getattr(args, "camera_head_weights", None), pair_grid=getattr(args, "pair_grid", 16),
+        pair_symmetric=getattr(args, "pair_symmetric", False),
         frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=lvsm,
     )
     return cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
@@ -195,6 +196,7 @@ def main() -> None:
     parser.add_argument("--camera-head-weights", type=Path, default=None,
                         help="pair_flow weights pre-trained with known cameras (camera_probe.py --save): the LABELLED PRIOR")
     parser.add_argument("--pair-grid", type=int, default=16)
+    parser.add_argument("--pair-symmetric", action="store_true", help="pair_flow sees each pair both ways")
     parser.add_argument("--l2-weight", type=float, default=1.0, help="image loss weight (0: a camera-only probe with --runs prior)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stage1_learning")
@@ -242,7 +244,10 @@ def main() -> None:
         start = time.perf_counter()
         sampler = TrainBatchSampler([c.num_frames for c in train_frames.clips], args.batch, sampler_cfg, seed=args.seed)
         if run == "oracle" and args.oracle_from is not None:  # evaluate a saved oracle, no training
-            model.load_state_dict(torch.load(args.oracle_from, weights_only=True))
+            state = torch.load(args.oracle_from, weights_only=True)
+            if args.camera_head != "features":  # the oracle never uses its camera head: keep this run's
+                state = {k: v for k, v in state.items() if not k.startswith("camera_head.")}
+            model.load_state_dict(state, strict=args.camera_head == "features")
             curves[run] = []
         else:
             curves[run] = train(model, dataset, sampler, steps, args.lr if run != "prior_selfsup" else args.lr / 4)

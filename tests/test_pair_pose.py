@@ -56,11 +56,11 @@ def test_pair_flow_camera_head_in_the_model_and_its_weights(tmp_path):
     assert model.camera_head.net.head[-1].weight.grad.abs().sum() > 0
 
     with torch.no_grad():
-        model.camera_head.net.head[-1].bias.fill_(0.5)  # a trained head stand-in: non-identity cameras
+        model.camera_head.net.head[-1].weight.normal_(0, 0.5)  # a trained head stand-in: non-identity cameras
     path = tmp_path / "pair_camera_head.pt"
     torch.save(model.camera_head.state_dict(), path)
     loaded = _model(weights=path)
-    assert torch.equal(loaded.camera_head.net.head[-1].bias, torch.full((7,), 0.5))
+    assert torch.equal(loaded.camera_head.net.head[-1].weight, model.camera_head.net.head[-1].weight)
     assert not torch.allclose(loaded(batch)["c2w_opencv"][:, 1], torch.eye(4))
 
     for bad, message in ((tmp_path / "missing.pt", "not found"), (tmp_path / "junk.pt", "unreadable")):
@@ -71,3 +71,26 @@ def test_pair_flow_camera_head_in_the_model_and_its_weights(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(PensieveInputError, match="not a PairCameraHead"):
         _model(weights=tmp_path / "other.pt")
+
+
+def test_symmetric_pair_head_inverts_a_swapped_pair_and_cancels_a_constant():
+    from pensieve_ns.cameras import invert_rigid
+    from pensieve_ns.model.camera_head import PairCameraHead
+
+    torch.manual_seed(0)
+    head = PairCameraHead(grid=8, width=8, symmetric=True)
+    with torch.no_grad():
+        for p in head.net.head[-1].parameters():
+            p.normal_(0, 0.5)  # a non-trivial (untrained) head
+    a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    fwd, _, _ = head(torch.stack([a, b], dim=1))
+    bwd, _, _ = head(torch.stack([b, a], dim=1))
+    assert fwd[0, 1, :3, :3].sub(torch.eye(3)).abs().max() > 1e-3  # it does predict a rotation
+    assert torch.allclose(bwd[0, 1, :3, :3], fwd[0, 1, :3, :3].T, atol=1e-5)  # exact inverse rotation
+    # Centres are inverted to first order in the rotation: t_ba ~ -R^T t_ab.
+    assert torch.allclose(invert_rigid(fwd[:, 1:])[0, 0, :3, 3], bwd[0, 1, :3, 3], atol=0.05 * float(fwd[0, 1, :3, 3].norm()) + 1e-5)
+
+    with torch.no_grad():
+        head.net.head[-1].weight.zero_()  # an input-independent answer (a bias only) ...
+    c2w, _, _ = head(torch.stack([a, b], dim=1))
+    assert torch.allclose(c2w[0, 1], torch.eye(4), atol=1e-6)  # ... cancels: no constant pose survives

@@ -71,11 +71,26 @@ class PairCameraHead(nn.Module):
     ``CorrelationPoseNet(frame 0, frame j)``, which sees the two images and their correlation volume rather than
     pooled transformer features. Frame 0 is the identity; raw values per frame: axis-angle in degrees (3), camera
     centre (3), focal (1, as ``focal_from_raw``; averaged over frames 1..L-1). Zero-initialised output: identity
-    cameras and a 36 degree field of view at the start."""
+    cameras and a 36 degree field of view at the start.
 
-    def __init__(self, grid: int = 16, width: int = 64):
+    ``symmetric``: the network also sees every pair reversed, and the two answers are combined so that swapping
+    the frames inverts the pose exactly: rotation (w_ab - w_ba) / 2, centre (t_ab - R t_ba) / 2, focal the mean
+    (LEARNING.md exp 24: no constant rotation survives, and held-out error falls)."""
+
+    def __init__(self, grid: int = 16, width: int = 64, symmetric: bool = True):
         super().__init__()
+        self.symmetric = symmetric
         self.net = CorrelationPoseNet(out_dim=7, width=width, grid=grid)
+
+    def relative(self, a: Float[Tensor, "N 3 H W"], b: Float[Tensor, "N 3 H W"]) -> Float[Tensor, "N 7"]:
+        """Raw pose of b relative to a (axis-angle in degrees, centre, focal raw)."""
+        if not self.symmetric:
+            return self.net(a, b)
+        ab, ba = self.net(torch.cat([a, b]), torch.cat([b, a])).chunk(2)
+        w = (ab[:, :3] - ba[:, :3]) / 2
+        R = axis_angle_to_matrix(torch.deg2rad(w))
+        t = (ab[:, 3:6] - (R @ ba[:, 3:6, None])[..., 0]) / 2
+        return torch.cat([w, t, (ab[:, 6:] + ba[:, 6:]) / 2], dim=1)
 
     def forward(
         self, images: Float[Tensor, "B L 3 H W"]
@@ -83,7 +98,7 @@ class PairCameraHead(nn.Module):
         """Per-frame c2w_opencv [B, L, 4, 4] (frame 0 = identity), clip-shared K [B, L, 3, 3] and the raw outputs."""
         B, L, _, H, W = images.shape
         first = images[:, :1].expand(B, L - 1, *images.shape[2:])
-        raw = self.net(first.flatten(0, 1), images[:, 1:].flatten(0, 1)).view(B, L - 1, 7)
+        raw = self.relative(first.flatten(0, 1), images[:, 1:].flatten(0, 1)).view(B, L - 1, 7)
         c2w = torch.eye(4, dtype=raw.dtype, device=raw.device).repeat(B, L, 1, 1)
         c2w[:, 1:, :3, :3] = axis_angle_to_matrix(torch.deg2rad(raw[..., :3]))
         c2w[:, 1:, :3, 3] = raw[..., 3:6]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from jaxtyping import Float, Int
@@ -60,15 +60,18 @@ class PensieveEncoder(nn.Module):
         self.context_vit = ViT(c, c, context, patch, checkpointing)
 
     def forward(
-        self, images: Float[Tensor, "B L 3 H W"], context: Int[Tensor, "B G"]
-    ) -> Tuple[Float[Tensor, "B L 21 H W"], Float[Tensor, "B G 21 H W"]]:
-        """(F_cam for every frame, F_ctx for the context frames), 16 learned + 5 input channels each."""
+        self, images: Float[Tensor, "B L 3 H W"], context: Int[Tensor, "B G"], camera_features: bool = True
+    ) -> Tuple[Optional[Float[Tensor, "B L 21 H W"]], Float[Tensor, "B G 21 H W"]]:
+        """(F_cam for every frame, F_ctx for the context frames), 16 learned + 5 input channels each. F_cam is None
+        with ``camera_features=False`` (a camera head that reads the images itself skips the camera ViT)."""
         B, L = images.shape[:2]
         x = images_with_uv(images)
         # Per-frame transformer: each frame is its own sequence.
         f_self = torch.cat([self.frame_vit(x.flatten(0, 1)[:, None]).unflatten(0, (B, L))[:, :, 0], x], dim=2)
-        cam_in = torch.cat([f_self, frame_index_channel(f_self)], dim=2)
-        f_cam = torch.cat([self.camera_vit(self.camera_bridge(cam_in)), x], dim=2)
+        f_cam = None
+        if camera_features:
+            cam_in = torch.cat([f_self, frame_index_channel(f_self)], dim=2)
+            f_cam = torch.cat([self.camera_vit(self.camera_bridge(cam_in)), x], dim=2)
         pick = context[:, :, None, None, None].expand(-1, -1, *f_self.shape[2:])
         ctx = torch.gather(f_self, 1, pick)
         ctx_in = torch.cat([ctx, frame_index_channel(ctx)], dim=2)

@@ -46,6 +46,8 @@ class PensieveModelConfig(ModelConfig):
     clips with known cameras: using it is the LABELLED SYNTHETIC PRIOR, and results say so."""
     pair_grid: int = 16
     """Correlation grid of 'pair_flow' (frames are resampled to 2 * pair_grid pixels)."""
+    pair_symmetric: bool = True
+    """'pair_flow' sees each pair both ways; swapping two frames then inverts their relative pose exactly."""
     camera_hidden: int = 512
     camera_quaternion: Literal["spec", "residual"] = "spec"
     """'spec': the paper's head (w row all ones); 'residual': q = identity + output (see CameraHead)."""
@@ -129,7 +131,7 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         cfg = self.config
         self.encoder = PensieveEncoder(cfg.frame_vit, cfg.camera_vit, cfg.context_vit, cfg.patch, cfg.checkpointing)
         if cfg.camera_head == "pair_flow":
-            self.camera_head = PairCameraHead(cfg.pair_grid)
+            self.camera_head = PairCameraHead(cfg.pair_grid, symmetric=cfg.pair_symmetric)
             if cfg.camera_head_weights is not None:
                 self.camera_head.load_state_dict(load_camera_head_weights(cfg.camera_head_weights))
         else:
@@ -167,14 +169,18 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         images, context = batch["images"], batch["context"]
         H, W = images.shape[-2:]
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
-            f_cam, f_ctx = self.encoder(images, context)  # camera features of all frames, scene of the context
-        f_cam, f_ctx = f_cam.float(), f_ctx.float()  # cameras and rays in float32
+            # Camera features of all frames (None for the pair head, which reads the images), scene of the context.
+            f_cam, f_ctx = self.encoder(images, context, camera_features=self.config.camera_head == "features")
+        f_ctx = f_ctx.float()  # cameras and rays in float32
         if self.config.camera_source == "ground_truth":  # oracle: known cameras of generated clips
             c2w, K = normalise_cameras(batch["gt_c2w_opencv"]), batch["gt_K"]
         elif self.config.camera_head == "pair_flow":
-            c2w, K, _ = self.camera_head(images)  # each frame against the first (OpenCV c2w), clip intrinsics
+            # Each frame against the first (OpenCV c2w), clip intrinsics. Its translation scale is free (the prior
+            # loss compares normalised cameras), so the decoder gets the oracle's convention: farthest centre at 1.
+            c2w, K, _ = self.camera_head(images)
+            c2w = normalise_cameras(c2w)
         else:
-            c2w, K, _ = self.camera_head(f_cam)  # latent cameras (OpenCV c2w) and clip intrinsics
+            c2w, K, _ = self.camera_head(f_cam.float())  # latent cameras (OpenCV c2w) and clip intrinsics
         rays = plucker_rays(c2w, K, H, W)  # [B, L, 6, H, W]
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
             rgb = self.lvsm(f_ctx, gather_frames(rays, context), rays).float()  # every frame, one pass each
