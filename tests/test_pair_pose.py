@@ -1,7 +1,9 @@
 """The correlation pair-pose network (issue 5): the flow it makes explicit, and its identity start."""
 
+import pytest
 import torch
 
+from pensieve_ns.model.camera_head import PairCameraHead
 from pensieve_ns.model.pair_pose import CorrelationPoseNet, cell_coords, correlation_volume, soft_argmax_displacement
 
 
@@ -42,8 +44,6 @@ def _model(tmp_path=None, weights=None):
 def test_pair_flow_camera_head_in_the_model_and_its_weights(tmp_path):
     """camera_head='pair_flow': identity cameras at the start, gradients reach the pair network through the image
     loss, and pre-trained weights load (a bad file is one clear error)."""
-    import pytest
-
     from pensieve_ns.errors import PensieveInputError
 
     torch.manual_seed(0)
@@ -75,7 +75,6 @@ def test_pair_flow_camera_head_in_the_model_and_its_weights(tmp_path):
 
 def test_symmetric_pair_head_inverts_a_swapped_pair_and_cancels_a_constant():
     from pensieve_ns.cameras import invert_rigid
-    from pensieve_ns.model.camera_head import PairCameraHead
 
     torch.manual_seed(0)
     head = PairCameraHead(grid=8, width=8, symmetric=True)
@@ -94,3 +93,34 @@ def test_symmetric_pair_head_inverts_a_swapped_pair_and_cancels_a_constant():
         head.net.head[-1].weight.zero_()  # an input-independent answer (a bias only) ...
     c2w, _, _ = head(torch.stack([a, b], dim=1))
     assert torch.allclose(c2w[0, 1], torch.eye(4), atol=1e-6)  # ... cancels: no constant pose survives
+
+
+@pytest.mark.slow
+def test_ns_train_with_the_pre_trained_pair_head(synth_dir, tmp_path):
+    """``ns-train pensieve-stage1 --pipeline.model.camera-head pair_flow --pipeline.model.camera-head-weights F``
+    trains from F; pensieve-eval then loads the run without F; a missing F is one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import ns_train
+
+    weights = tmp_path / "head.pt"
+    torch.manual_seed(0)
+    head = PairCameraHead()
+    with torch.no_grad():
+        head.net.head[-1].weight.normal_(0, 0.1)
+    torch.save(head.state_dict(), weights)
+    pair = ("--pipeline.model.camera-head", "pair_flow", "--pipeline.model.camera-head-weights")
+    run = ns_train("pensieve-stage1", synth_dir, tmp_path / "out", "--max-num-iterations", 2, *pair, weights)
+    assert run.returncode == 0, run.stderr[-3000:]
+    config = next((tmp_path / "out").rglob("config.yml"))
+    weights.unlink()  # the checkpoint holds the trained head
+    evaluate = subprocess.run(
+        [str(Path(sys.executable).parent / "pensieve-eval"), "--load-config", str(config), "--data", str(synth_dir),
+         "--no-lpips", "--max-scenes", "1", "--output", str(tmp_path / "eval.json")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    bad = ns_train("pensieve-stage1", synth_dir, tmp_path / "bad", "--max-num-iterations", 1, *pair, tmp_path / "nope.pt")
+    assert bad.returncode == 2 and "camera head weights not found" in bad.stderr and "Traceback" not in bad.stderr
