@@ -59,6 +59,20 @@ def load_model_state(ckpt: Path) -> Dict[str, Tensor]:
     return out
 
 
+def load_camera_head_weights(path: Path) -> Dict[str, Tensor]:
+    """A pre-trained ``PairCameraHead`` state dict, or a clear error (missing, unreadable, or not such a file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PensieveInputError(path, "camera head weights not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  any unreadable file gets the same one-line error
+        raise PensieveInputError(path, f"camera head weights unreadable ({type(exc).__name__})") from exc
+    if not isinstance(state, dict) or not any(k.startswith("net.") for k in state):
+        raise PensieveInputError(path, "not a PairCameraHead state dict (expected keys 'net.*')")
+    return state
+
+
 def load_stage1_weights(model: nn.Module, path: Path, modules: Iterable[str] = STAGE1_MODULES) -> Tuple[Path, int]:
     """Copy the backbone, camera head and LVSM head of a pensieve stage-1 (or stage-2) run into ``model``.
 

@@ -82,15 +82,18 @@ class PairCameraHead(nn.Module):
         self.symmetric = symmetric
         self.net = CorrelationPoseNet(out_dim=7, width=width, grid=grid)
 
-    def relative(self, a: Float[Tensor, "N 3 H W"], b: Float[Tensor, "N 3 H W"]) -> Float[Tensor, "N 7"]:
-        """Raw pose of b relative to a (axis-angle in degrees, centre, focal raw)."""
+    def relative(
+        self, a: Float[Tensor, "N 3 H W"], b: Float[Tensor, "N 3 H W"]
+    ) -> Tuple[Float[Tensor, "N 7"], Float[Tensor, "N 3 3"]]:
+        """Raw pose of b relative to a (axis-angle in degrees, centre, focal raw) and its rotation matrix."""
         if not self.symmetric:
-            return self.net(a, b)
+            raw = self.net(a, b)
+            return raw, axis_angle_to_matrix(torch.deg2rad(raw[:, :3]))
         ab, ba = self.net(torch.cat([a, b]), torch.cat([b, a])).chunk(2)
         w = (ab[:, :3] - ba[:, :3]) / 2
         R = axis_angle_to_matrix(torch.deg2rad(w))
         t = (ab[:, 3:6] - (R @ ba[:, 3:6, None])[..., 0]) / 2
-        return torch.cat([w, t, (ab[:, 6:] + ba[:, 6:]) / 2], dim=1)
+        return torch.cat([w, t, (ab[:, 6:] + ba[:, 6:]) / 2], dim=1), R
 
     def forward(
         self, images: Float[Tensor, "B L 3 H W"]
@@ -98,9 +101,10 @@ class PairCameraHead(nn.Module):
         """Per-frame c2w_opencv [B, L, 4, 4] (frame 0 = identity), clip-shared K [B, L, 3, 3] and the raw outputs."""
         B, L, _, H, W = images.shape
         first = images[:, :1].expand(B, L - 1, *images.shape[2:])
-        raw = self.relative(first.flatten(0, 1), images[:, 1:].flatten(0, 1)).view(B, L - 1, 7)
+        raw, R = self.relative(first.flatten(0, 1), images[:, 1:].flatten(0, 1))
+        raw = raw.view(B, L - 1, 7)
         c2w = torch.eye(4, dtype=raw.dtype, device=raw.device).repeat(B, L, 1, 1)
-        c2w[:, 1:, :3, :3] = axis_angle_to_matrix(torch.deg2rad(raw[..., :3]))
+        c2w[:, 1:, :3, :3] = R.view(B, L - 1, 3, 3)
         c2w[:, 1:, :3, 3] = raw[..., 3:6]
         focal_raw = raw[..., 6] if L > 1 else raw.new_zeros(B, 1)  # a single frame: the default field of view
         f = focal_from_raw(focal_raw, W).mean(dim=1, keepdim=True).expand(B, L)

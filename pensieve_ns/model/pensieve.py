@@ -17,6 +17,7 @@ from nerfstudio.models.splatfacto import SplatfactoModel
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 
 from pensieve_ns.cameras import invert_rigid, normalise_cameras, plucker_rays
+from pensieve_ns.checkpoints import load_camera_head_weights
 from pensieve_ns.losses import camera_prior_loss, depth_projection_loss, disparity_smoothness_loss
 from pensieve_ns.model.camera_head import CameraHead, PairCameraHead
 from pensieve_ns.model.encoder import FEATURE_CHANNELS, PensieveEncoder
@@ -85,22 +86,6 @@ class PensieveModelConfig(ModelConfig):
     """Which fixed evaluation sample becomes the model's "current scene" (what ns-export and ns-viewer show)."""
     sh_degree: int = 0
     """Colours are view-independent (degree-0 SH); read by nerfstudio's Splatfacto code paths."""
-
-
-def load_camera_head_weights(path: Path) -> Dict[str, Tensor]:
-    """A pre-trained ``PairCameraHead`` state dict, or a clear error (missing, unreadable, or not such a file)."""
-    from pensieve_ns.errors import PensieveInputError
-
-    path = Path(path)
-    if not path.is_file():
-        raise PensieveInputError(path, "camera head weights not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  any unreadable file gets the same one-line error
-        raise PensieveInputError(path, f"camera head weights unreadable ({type(exc).__name__})") from exc
-    if not isinstance(state, dict) or not any(k.startswith("net.") for k in state):
-        raise PensieveInputError(path, "not a PairCameraHead state dict (expected keys 'net.*')")
-    return state
 
 
 def gather_frames(x: Float[Tensor, "B L *rest"], index: Tensor) -> Float[Tensor, "B G *rest"]:
