@@ -206,6 +206,10 @@ def run(variant: str, args, train, heldout, warmup=None) -> Dict:
         model = PairCNN()
     elif variant == "flow_pair":
         model = FlowPairProbe(args.pair_grid, args.pair_symmetric)
+        if args.init is not None:  # continue from a saved head (e.g. on another sampling of the same clips)
+            from pensieve_ns.checkpoints import load_camera_head_weights
+
+            model.head.load_state_dict(load_camera_head_weights(args.init))
     else:
         model = EncoderProbe(variant, size, args.patch)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
@@ -271,6 +275,7 @@ def main() -> None:
     p.add_argument("--warmup-kind", default=None, help="curriculum: the first --warmup-steps on this path kind only")
     p.add_argument("--warmup-steps", type=int, default=600)
     p.add_argument("--warmup-clips", type=int, default=600)
+    p.add_argument("--init", type=Path, default=None, help="flow_pair: start from these PairCameraHead weights")
     p.add_argument("--save", type=Path, default=None, help="flow_pair: write the trained PairCameraHead weights here")
     p.add_argument("--cache", type=Path, help="folder to keep generated clips in (shared between probes)")
     p.add_argument("--data-only", action="store_true", help="generate (and cache) the clips, then stop")

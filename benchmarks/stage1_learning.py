@@ -49,10 +49,11 @@ def make_model(args, camera_source: str, camera_prior_weight: float = 0.0) -> Pe
     lvsm = ViTSize(dim=args.width, depth=args.lvsm_depth or args.depth, heads=4, mlp_hidden=4 * args.width, hook=0)
     cfg = PensieveModelConfig(
         patch=args.patch, camera_hidden=args.width, lpips_weight=0.0, camera_source=camera_source,
-        camera_prior_weight=camera_prior_weight, camera_quaternion=getattr(args, "camera_quaternion", "spec"),
+        camera_prior_weight=camera_prior_weight,
+        camera_prior_rotation_weight=getattr(args, "prior_rot_weight", 1.0), camera_quaternion=getattr(args, "camera_quaternion", "spec"),
         l2_weight=getattr(args, "l2_weight", 1.0), camera_head=getattr(args, "camera_head", "features"),
         camera_head_weights=getattr(args, "camera_head_weights", None), pair_grid=getattr(args, "pair_grid", 16),
-        pair_symmetric=getattr(args, "pair_symmetric", False),
+        pair_symmetric=getattr(args, "pair_symmetric", False), pair_chain=getattr(args, "pair_chain", False),
         frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=lvsm,
     )
     return cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
@@ -65,7 +66,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def train(model, dataset, sampler, steps: int, lr: float, log_every: int = 50) -> List[Dict]:
     if steps == 0:  # evaluate as initialised (e.g. a pre-trained camera head and a warm-started decoder)
         return []
-    opt = torch.optim.AdamW(model.get_param_groups()["model"], lr=lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW([p for p in model.get_param_groups()["model"] if p.requires_grad], lr=lr, betas=(0.9, 0.95))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * (0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)) * 0.975 + 0.025)
@@ -190,6 +191,8 @@ def main() -> None:
     parser.add_argument("--oracle-from", type=Path, default=None, help="reuse a saved oracle state (skips its training)")
     parser.add_argument("--eval-gap", type=int, default=None, help="frame gap of the evaluation samples")
     parser.add_argument("--prior-weight", type=float, default=1.0, help="camera prior loss weight of the prior run")
+    parser.add_argument("--prior-rot-weight", type=float, default=1.0, help="rotation term weight of the prior loss")
+    parser.add_argument("--freeze-camera-head", action="store_true", help="train everything but the camera head")
     parser.add_argument("--selfsup-steps", type=int, default=None, help="steps of prior_selfsup (default --steps)")
     parser.add_argument("--camera-quaternion", choices=("spec", "residual"), default="spec")
     parser.add_argument("--camera-head", choices=("features", "pair_flow"), default="features")
@@ -197,12 +200,15 @@ def main() -> None:
                         help="pair_flow weights pre-trained with known cameras (camera_probe.py --save): the LABELLED PRIOR")
     parser.add_argument("--pair-grid", type=int, default=16)
     parser.add_argument("--pair-symmetric", action="store_true", help="pair_flow sees each pair both ways")
+    parser.add_argument("--pair-chain", action="store_true", help="pair_flow: each frame against its predecessor in time")
     parser.add_argument("--l2-weight", type=float, default=1.0, help="image loss weight (0: a camera-only probe with --runs prior)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--load-state", type=Path, default=None, help="the warm run starts from this saved state")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stage1_learning")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     hw = (args.size, args.size)
     sampler_cfg = ClipSamplerConfig(
         window_frames=5, min_views=2, max_context=4, min_gap=1, max_gap=args.max_gap, eval_views=5, eval_gap=args.eval_gap
@@ -232,7 +238,10 @@ def main() -> None:
                 raise SystemExit("prior_selfsup needs the prior run first (--runs ...,prior,prior_selfsup)")
             model.load_state_dict(states["prior"])
             steps = args.selfsup_steps or args.steps
-        if run in ("warm", "prior"):
+        if run == "warm" and args.load_state is not None:  # a saved warm/prior run, to evaluate (e.g. on more clips)
+            model.load_state_dict(torch.load(args.load_state, weights_only=True))
+            print(f"loaded {args.load_state}")
+        elif run in ("warm", "prior"):
             if oracle_state is None and args.oracle_from is not None:
                 oracle_state = torch.load(args.oracle_from, weights_only=True)
             if oracle_state is None:
@@ -240,6 +249,9 @@ def main() -> None:
             shared = {k: v for k, v in oracle_state.items() if not k.startswith(CAMERA_PATH)}
             missing = model.load_state_dict(shared, strict=False)
             print(f"warm start: {len(shared)} tensors from the oracle; fresh: {len(missing.missing_keys)}")
+        if args.freeze_camera_head and run != "oracle":  # cameras as pre-trained; only the rest learns
+            for p in model.camera_head.parameters():
+                p.requires_grad_(False)
         print(f"run {run}: {steps} steps")
         start = time.perf_counter()
         sampler = TrainBatchSampler([c.num_frames for c in train_frames.clips], args.batch, sampler_cfg, seed=args.seed)
@@ -252,7 +264,7 @@ def main() -> None:
         else:
             curves[run] = train(model, dataset, sampler, steps, args.lr if run != "prior_selfsup" else args.lr / 4)
         states[run] = copy.deepcopy(model.state_dict())
-        if run in ("prior", "prior_selfsup"):
+        if run in ("prior", "prior_selfsup", "warm") and steps > 0:
             args.out.mkdir(parents=True, exist_ok=True)
             torch.save(states[run], args.out / f"{run}.pt")
         minutes = (time.perf_counter() - start) / 60

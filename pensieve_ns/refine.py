@@ -55,6 +55,10 @@ class RefineConfig:
     sweep_finalists: int = 1
     """The best this many sweep starts each run the full pyramid; the lowest final photometric error wins."""
     """Each sweep trial runs the first sweep_levels levels of the pyramid (the finer, the better it separates)."""
+    orbit_sweep: Tuple[float, ...] = ()
+    """Per-frame turn rates (degrees) of orbit starts, tried with every focal of the sweep when no c2w_init is
+    given (object-centric clips): frame i starts turned by i x rate about the vertical axis through a point at
+    ``init_depth`` in front of frame 0 (``orbit_cameras``). Empty: identity starts only. 0 is the identity start."""
     log_every: int = 50
 
 
@@ -83,6 +87,20 @@ def chain(first: Float[Tensor, "4 4"], steps: Float[Tensor, "N 4 4"]) -> Float[T
     for step in steps:
         poses.append(poses[-1] @ step)
     return torch.stack(poses)
+
+
+def orbit_cameras(L: int, deg_per_frame: float, distance: float, dtype=torch.float32, device=None) -> Float[Tensor, "L 4 4"]:
+    """OpenCV c2w of L cameras orbiting a point ``distance`` in front of camera 0 (on its +z axis), turning
+    ``deg_per_frame`` per frame about the camera's vertical (y) axis through that point, always facing it."""
+    angles = torch.deg2rad(torch.arange(L, dtype=dtype, device=device) * deg_per_frame)
+    axis = torch.zeros(L, 3, dtype=dtype, device=device)
+    axis[:, 1] = angles
+    R = axis_angle_to_matrix(axis)  # [L, 3, 3]
+    p = torch.tensor([0.0, 0.0, distance], dtype=dtype, device=device)
+    c2w = torch.eye(4, dtype=dtype, device=device).repeat(L, 1, 1)
+    c2w[:, :3, :3] = R
+    c2w[:, :3, 3] = p - R @ p  # rotation about p: x -> R (x - p) + p
+    return c2w
 
 
 def photometric_error(
@@ -118,22 +136,26 @@ def refine_clip(
     """
     L, _, H, W = images.shape
     dtype, device = images.dtype, images.device
-    if c2w_init is None:
-        c2w_init = torch.eye(4, dtype=dtype, device=device).expand(L, 4, 4)
-    c2w_init = c2w_init.detach().to(dtype)
+    if c2w_init is not None:
+        pose_starts = {"given": c2w_init.detach().to(dtype)}
+    else:
+        rates = config.orbit_sweep or (0.0,)
+        pose_starts = {f"orbit {r:g} deg": orbit_cameras(L, r, config.init_depth, dtype, device) for r in rates}
     history: List[dict] = []
     if K_init is None:
         trials = []
-        for f in config.focal_sweep:
-            K0 = _pinhole(f * W, W, H, dtype, device)
-            trial = _Problem(images, c2w_init, K0, config)
-            levels = config.levels[: config.sweep_levels]
-            trials.append((trial.run(levels, (config.sweep_steps,) * len(levels), history, tag=f"sweep f={f:g}W"), f, K0))
-        starts = [K0 for _, _, K0 in sorted(trials, key=lambda t: t[0])[: config.sweep_finalists]]
+        for name, c2w0 in pose_starts.items():
+            for f in config.focal_sweep:
+                K0 = _pinhole(f * W, W, H, dtype, device)
+                trial = _Problem(images, c2w0, K0, config)
+                levels = config.levels[: config.sweep_levels]
+                err = trial.run(levels, (config.sweep_steps,) * len(levels), history, tag=f"sweep {name} f={f:g}W")
+                trials.append((err, c2w0, K0))
+        starts = [(c2w0, K0) for _, c2w0, K0 in sorted(trials, key=lambda t: t[0])[: config.sweep_finalists]]
     else:
-        starts = [K_init.detach().to(dtype)]
+        starts = [(c2w0, K_init.detach().to(dtype)) for c2w0 in pose_starts.values()]
     best = None
-    for K0 in starts:  # the sweep's finalists each run the whole pyramid; the lowest final error wins
+    for c2w_init, K0 in starts:  # the sweep's finalists each run the whole pyramid; the lowest final error wins
         problem = _Problem(images, c2w_init, K0, config)
         photo = problem.run(config.levels, config.steps_per_level, history, tag="final" if len(starts) > 1 else "")
         if best is None or photo < best[0]:

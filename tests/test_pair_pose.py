@@ -97,6 +97,27 @@ def test_symmetric_pair_head_inverts_a_swapped_pair_and_cancels_a_constant():
 
 
 @pytest.mark.slow
+def test_chained_pair_head_composes_steps_in_temporal_order():
+    from pensieve_ns.cameras import invert_rigid
+
+    torch.manual_seed(0)
+    head = PairCameraHead(symmetric=True)
+    for p in head.parameters():
+        p.data.normal_(0, 0.05)  # a head that answers something
+    images = torch.rand(2, 4, 3, 32, 32)
+    frame_index = torch.tensor([[30, 0, 20, 10], [0, 10, 20, 30]])
+    c2w, K, _ = head(images, frame_index, chain=True)
+    assert torch.allclose(c2w[:, 0], torch.eye(4).expand(2, 4, 4), atol=1e-6)  # batch frame 0 is the identity
+    # Each temporal neighbour pair's relative pose is the head's answer for that pair alone.
+    order = frame_index[0].argsort()
+    for a, b in zip(order[:-1].tolist(), order[1:].tolist()):
+        raw, R = head.relative(images[0, a][None], images[0, b][None])
+        step = invert_rigid(c2w[0, a]) @ c2w[0, b]
+        assert torch.allclose(step[:3, :3], R[0], atol=1e-5) and torch.allclose(step[:3, 3], raw[0, 3:6], atol=1e-5)
+    # Two frames: the chain is the single pair, as without chaining.
+    assert torch.allclose(head(images[:, :2], chain=True)[0], head(images[:, :2])[0], atol=1e-6)
+
+
 def test_ns_train_with_the_pre_trained_pair_head(synth_dir, tmp_path):
     """``ns-train pensieve-stage1 --pipeline.model.camera-head pair_flow --pipeline.model.camera-head-weights F``
     trains from F; pensieve-eval then loads the run without F; a missing F is one line."""

@@ -8,7 +8,7 @@ from pensieve_ns.cameras import axis_angle_to_matrix, quaternion_to_matrix
 from pensieve_ns.data.synthetic import generate_clip
 from pensieve_ns.eval.poses import relative_pose_errors
 from pensieve_ns.losses import camera_prior_loss
-from pensieve_ns.refine import RefineConfig, chain, photometric_error, refine_clip, se3
+from pensieve_ns.refine import RefineConfig, chain, orbit_cameras, photometric_error, refine_clip, se3
 
 
 def test_axis_angle_matches_quaternion_and_has_finite_gradient_at_zero():
@@ -61,6 +61,27 @@ def test_refinement_recovers_rotations_of_a_pan_from_identity(known_focal):
     assert np.median(pred.rot_err) < (0.3 if known_focal else 0.5) * np.median(identity.rot_err)
     assert result.history[-1]["photometric"] < result.history[0]["photometric"]
     assert result.depth.shape == (len(sel), 1, 32, 32) and (result.depth > 0).all()
+
+
+def test_orbit_cameras_face_their_centre_and_turn_at_the_given_rate():
+    c2w = orbit_cameras(5, 12.0, 2.0, dtype=torch.float64)
+    assert torch.allclose(c2w[0], torch.eye(4, dtype=torch.float64))
+    centre = torch.tensor([0.0, 0.0, 2.0, 1.0], dtype=torch.float64)
+    in_cams = torch.linalg.inv(c2w) @ centre  # the centre in each camera: straight ahead, 2 away
+    assert torch.allclose(in_cams[:, :3], torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64).expand(5, 3), atol=1e-12)
+    rel = relative_pose_errors(c2w.numpy(), c2w.numpy())
+    assert np.allclose(rel.true_angle[0], 12.0)  # pair (0, 1)
+    assert torch.equal(orbit_cameras(3, 0.0, 1.0), torch.eye(4).expand(3, 4, 4))  # rate 0: the identity start
+
+
+def test_orbit_sweep_tries_every_rate_and_focal_and_keeps_the_best():
+    clip, sel, images = _clip("orbit", frames=4)
+    cfg = RefineConfig(levels=(2, 1), steps_per_level=(5, 5), depth_cells=4, sweep_steps=3, sweep_levels=1,
+                       focal_sweep=(0.8, 1.2), orbit_sweep=(-6.0, 0.0, 6.0), log_every=100)
+    result = refine_clip(images, config=cfg)
+    tags = {h["tag"] for h in result.history if h["tag"].startswith("sweep")}
+    assert len(tags) == 6 and any("orbit -6 deg" in t for t in tags)
+    assert np.isfinite(result.photometric) and result.c2w_opencv.shape == (4, 4, 4)
 
 
 def test_camera_prior_loss_is_zero_at_the_truth_and_ignores_world_frame_and_scale():

@@ -49,6 +49,9 @@ class PensieveModelConfig(ModelConfig):
     """Correlation grid of 'pair_flow' (frames are resampled to 2 * pair_grid pixels)."""
     pair_symmetric: bool = True
     """'pair_flow' sees each pair both ways; swapping two frames then inverts their relative pose exactly."""
+    pair_chain: bool = False
+    """'pair_flow' reads the frames in temporal order (``frame_index``) and predicts each against its predecessor,
+    composing the steps, instead of every frame against frame 0 (long spans shrink its angles)."""
     camera_hidden: int = 512
     camera_quaternion: Literal["spec", "residual"] = "spec"
     """'spec': the paper's head (w row all ones); 'residual': q = identity + output (see CameraHead)."""
@@ -66,6 +69,10 @@ class PensieveModelConfig(ModelConfig):
     """LABELLED SYNTHETIC PRIOR, off by default: > 0 adds a supervised loss between the predicted cameras and the
     known cameras of generated clips (``losses.camera_prior_loss``). Only for pre-training on generated data;
     a clip without ground truth is refused."""
+    camera_prior_rotation_weight: float = 1.0
+    """Weight of the prior's rotation term inside ``camera_prior_loss`` (its squared Frobenius distance is about
+    the squared angle in radians, 0.03 at 10 degrees, against centre terms of order one; the pair head's
+    pre-training used 1600)."""
 
     # Stage 2 (method.md §1.4, §1.5, §2.2): Gaussians from the context features, splatted into every frame.
     gaussians: bool = False
@@ -162,7 +169,7 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         elif self.config.camera_head == "pair_flow":
             # Each frame against the first (OpenCV c2w), clip intrinsics. Its translation scale is free (the prior
             # loss compares normalised cameras), so the decoder gets the oracle's convention: farthest centre at 1.
-            c2w, K, _ = self.camera_head(images)
+            c2w, K, _ = self.camera_head(images, batch.get("frame_index"), chain=self.config.pair_chain)
             c2w = normalise_cameras(c2w)
         else:
             c2w, K, _ = self.camera_head(f_cam.float())  # latent cameras (OpenCV c2w) and clip intrinsics
@@ -244,7 +251,8 @@ class PensieveModel(SceneMixin, SplatfactoModel):
             if "has_gt" in batch and not bool(batch["has_gt"].all()):
                 raise ValueError("camera_prior_weight > 0 needs ground-truth cameras (generated clips) for every clip")
             losses["camera_prior"] = cfg.camera_prior_weight * camera_prior_loss(
-                outputs["c2w_opencv"], outputs["K"], batch["gt_c2w_opencv"], batch["gt_K"]
+                outputs["c2w_opencv"], outputs["K"], batch["gt_c2w_opencv"], batch["gt_K"],
+                rotation_weight=cfg.camera_prior_rotation_weight,
             )
         if "depth_gs" not in outputs:
             return losses
