@@ -158,7 +158,8 @@ def make_clips(
 
 
 def sample_batch(clips, batch: int, views: int, max_gap: int, rng: np.random.Generator):
-    imgs, c2ws, Ks = [], [], []
+    """images [B, V, 3, S, S], c2w [B, V, 4, 4], K [B, V, 3, 3] and the frame numbers [B, V] (shuffled order)."""
+    imgs, c2ws, Ks, frame_ids = [], [], [], []
     for _ in range(batch):
         frames, c2w, K = clips[int(rng.integers(len(clips)))]
         gaps = rng.integers(1, max_gap + 1, views - 1)
@@ -166,7 +167,8 @@ def sample_batch(clips, batch: int, views: int, max_gap: int, rng: np.random.Gen
         idx = start + np.concatenate([[0], np.cumsum(gaps)])
         idx = idx[rng.permutation(views)]  # shuffled, as in training (method.md §2.1)
         imgs.append(frames[idx]), c2ws.append(c2w[idx]), Ks.append(K.expand(views, 3, 3))
-    return torch.stack(imgs), torch.stack(c2ws), torch.stack(Ks)
+        frame_ids.append(torch.from_numpy(idx))
+    return torch.stack(imgs), torch.stack(c2ws), torch.stack(Ks), torch.stack(frame_ids)
 
 
 @torch.no_grad()
@@ -175,7 +177,8 @@ def evaluate(model: nn.Module, clips, views: int, gap: int) -> Dict[str, float]:
     pairs, ident, focal = [], [], []
     for frames, c2w, K in clips:
         idx = np.arange(views) * gap
-        c2w_pred, K_pred = model(frames[idx][None])
+        x = frames[idx][None]
+        c2w_pred, K_pred = model(x, torch.from_numpy(idx)[None]) if isinstance(model, FlowPairProbe) else model(x)
         pairs.append(relative_pose_errors(c2w_pred[0].numpy(), c2w[idx].numpy()))
         ident.append(relative_pose_errors(np.tile(np.eye(4), (views, 1, 1)), c2w[idx].numpy()))
         focal.append(abs(float(K_pred[0, 0, 0, 0]) / float(K[0, 0]) - 1))
@@ -190,12 +193,13 @@ def evaluate(model: nn.Module, clips, views: int, gap: int) -> Dict[str, float]:
 
 
 class FlowPairProbe(nn.Module):
-    def __init__(self, grid: int, symmetric: bool):
+    def __init__(self, grid: int, symmetric: bool, chain: bool = False):
         super().__init__()
         self.head = PairCameraHead(grid, symmetric=symmetric)
+        self.chain = chain
 
-    def forward(self, images: Tensor):
-        c2w, K, _ = self.head(images)
+    def forward(self, images: Tensor, frame_index: Optional[Tensor] = None):
+        c2w, K, _ = self.head(images, frame_index, chain=self.chain)
         return c2w, K
 
 
@@ -205,7 +209,7 @@ def run(variant: str, args, train, heldout, warmup=None) -> Dict:
     if variant == "cnn_pair":
         model = PairCNN()
     elif variant == "flow_pair":
-        model = FlowPairProbe(args.pair_grid, args.pair_symmetric)
+        model = FlowPairProbe(args.pair_grid, args.pair_symmetric, args.pair_chain)
         if args.init is not None:  # continue from a saved head (e.g. on another sampling of the same clips)
             from pensieve_ns.checkpoints import load_camera_head_weights
 
@@ -221,8 +225,8 @@ def run(variant: str, args, train, heldout, warmup=None) -> Dict:
     curve, t0 = [], time.time()
     for step in range(1, args.steps + 1):
         source = warmup if warmup is not None and step <= args.warmup_steps else train
-        images, c2w, K = sample_batch(source, args.batch, args.views, args.max_gap, rng)
-        pred_c2w, pred_K = model(images)
+        images, c2w, K, frame_ids = sample_batch(source, args.batch, args.views, args.max_gap, rng)
+        pred_c2w, pred_K = model(images, frame_ids) if isinstance(model, FlowPairProbe) else model(images)
         loss = camera_prior_loss(pred_c2w, pred_K, c2w, K, rotation_weight=args.rot_weight,
                                  translation_weight=args.trans_weight, focal_weight=args.focal_weight)
         opt.zero_grad()
@@ -272,6 +276,7 @@ def main() -> None:
     p.add_argument("--pair-grid", type=int, default=16, help="flow_pair: correlation grid (frames at 2x pixels)")
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay after the warm-up (to 5 %%)")
     p.add_argument("--pair-symmetric", action="store_true", help="flow_pair: each pair both ways (exact inverses)")
+    p.add_argument("--pair-chain", action="store_true", help="flow_pair: each frame against its predecessor in time")
     p.add_argument("--warmup-kind", default=None, help="curriculum: the first --warmup-steps on this path kind only")
     p.add_argument("--warmup-steps", type=int, default=600)
     p.add_argument("--warmup-clips", type=int, default=600)
