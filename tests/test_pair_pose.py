@@ -96,7 +96,6 @@ def test_symmetric_pair_head_inverts_a_swapped_pair_and_cancels_a_constant():
     assert torch.allclose(c2w[0, 1], torch.eye(4), atol=1e-6)  # ... cancels: no constant pose survives
 
 
-@pytest.mark.slow
 def test_chained_pair_head_composes_steps_in_temporal_order():
     from pensieve_ns.cameras import invert_rigid
 
@@ -118,6 +117,7 @@ def test_chained_pair_head_composes_steps_in_temporal_order():
     assert torch.allclose(head(images[:, :2], chain=True)[0], head(images[:, :2])[0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ns_train_with_the_pre_trained_pair_head(synth_dir, tmp_path):
     """``ns-train pensieve-stage1 --pipeline.model.camera-head pair_flow --pipeline.model.camera-head-weights F``
     trains from F; pensieve-eval then loads the run without F; a missing F is one line."""
