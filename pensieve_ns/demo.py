@@ -5,7 +5,8 @@ stage 1 with ``ns-train pensieve-stage1`` and then stage 2 from it with ``ns-tra
 CPU), evaluates both runs on the held-out clips with ``pensieve-eval`` (target-aware: held-out frames, LVSM and
 Gaussian branches, against blending the context frames; pose metrics against the ground-truth cameras), exports the
 Gaussians with ``ns-export``, reconstructs one held-out clip with ``pensieve-reconstruct``, and prints where
-everything is.
+everything is. Before training it evaluates the shipped stage-1 model (``pretrained/stage1-prior32``) on the same
+held-out clips: that part needs no training.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 from pensieve_ns.errors import PensieveInputError, exit_with_error
 
 PROG = "pensieve-demo"
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "stage1-prior32" / "config.yml"
+"""The shipped stage-1 model (LEARNING.md exp 37; its camera head carries the labelled synthetic prior)."""
 
 
 def ensure_data(out: Path, num_clips: int, frames: int, size: int) -> tuple[Path, Path]:
@@ -91,6 +94,7 @@ def main() -> None:
     try:
         train, held = ensure_data(args.out / "data", args.num_clips, args.frames, args.size)
         print(f"data: {train} and {held} ({time.perf_counter() - start:.0f} s)")
+        shipped = evaluate(SHIPPED, held, args.out / "eval_shipped.json")["summary"]  # no training needed
         config1 = run_ns_train(1, train, held, args.out / "runs", args.steps)
         config2 = run_ns_train(2, train, held, args.out / "runs", args.stage2_steps, "--stage1-checkpoint", str(config1.parent))
         metrics = {"stage1": evaluate(config1, held, args.out / "eval_stage1.json"),
@@ -113,8 +117,13 @@ def main() -> None:
         f"Racc@5/15 {m2['Racc@5']:.2f}/{m2['Racc@15']:.2f} (identity {m2['identity_Racc@5']:.2f}/"
         f"{m2['identity_Racc@15']:.2f}), focal error {m2['focal_err']:.2f}\n"
         f"  (tiny CPU runs: the cameras are not expected to be right; see README, 'Cameras: what works')\n"
+        f"  shipped stage-1 model, no training here ({SHIPPED.parent.name}, 32 px; camera head pre-trained with the "
+        f"LABELLED synthetic camera prior): LVSM PSNR {shipped['psnr_lvsm']:.2f} dB; Racc@5/15 {shipped['Racc@5']:.2f}/"
+        f"{shipped['Racc@15']:.2f} (identity {shipped['identity_Racc@5']:.2f}/{shipped['identity_Racc@15']:.2f}), "
+        f"pair angle {shipped['pred_pair_angle_mean']:.1f} / {shipped['true_pair_angle_mean']:.1f} deg, "
+        f"focal error {shipped['focal_err']:.2f}\n"
         f"  configs: {config1}\n           {config2}\n"
-        f"  evaluation: {args.out / 'eval_stage1.json'}, {args.out / 'eval_stage2.json'} (+ *_images/)\n"
+        f"  evaluation: {args.out / 'eval_stage1.json'}, {args.out / 'eval_stage2.json'}, {args.out / 'eval_shipped.json'} (+ *_images/)\n"
         f"  Gaussians of one held-out clip: {ply} (view: ns-viewer --load-config {config2})\n"
         f"  one held-out clip reconstructed (cameras, Gaussians, fly-through): {recon}\n"
         f"  total {time.perf_counter() - start:.0f} s."

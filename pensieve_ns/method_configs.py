@@ -66,7 +66,8 @@ def stage1_config(preset: str = "tiny") -> PensieveTrainerConfig:
                 sampler=ClipSamplerConfig(**d["sampler"]),
             ),
             model=PensieveModelConfig(
-                patch=m["patch"], camera_hidden=m["camera_hidden"], lpips_weight=m["lpips_weight"], **sizes
+                patch=m["patch"], camera_hidden=m["camera_hidden"], lpips_weight=m["lpips_weight"], **sizes,
+                **{k: m[k] for k in ("camera_head", "pair_grid", "pair_symmetric", "pair_chain") if k in m},
             ),
         ),
         optimizers={
