@@ -59,14 +59,18 @@ def make_model(args, gaussians: bool) -> PensieveModel:
         context_vit=size, lvsm_vit=lvsm, gaussians=gaussians, gaussian_hidden=32, gaussian_stride=args.stride,
         gaussian_footprint=(0.1, 1.5), tile_size=8, depth_projection_weight=1.0,
         depth_projection_max_step=args.depth_decay_steps, depth_smooth_weight=1e-3, renderer="torch",
+        camera_head=args.camera_head, pair_symmetric=True, pair_chain=True,
     )
     return cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
 
 
-def train_for(model, dataset, sampler, minutes: float, lr: float, warmup: int = 20) -> List[Dict]:
+def train_for(model, dataset, sampler, minutes: float, lr: float, warmup: int = 20, freeze_camera_head: bool = False) -> List[Dict]:
     """AdamW (0.9, 0.95) for a budget of ``minutes`` x 2 CPU-minutes (this process's CPU time on its 2 threads,
     so other work on the machine does not shorten it): linear warm-up, then constant lr."""
-    opt = torch.optim.AdamW(model.get_param_groups()["model"], lr=lr, betas=(0.9, 0.95))
+    if freeze_camera_head:
+        for p in model.camera_head.parameters():
+            p.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.get_param_groups()["model"] if p.requires_grad], lr=lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     it = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=0))
     curve, start, running, step = [], time.process_time(), {}, 0
@@ -154,17 +158,23 @@ def main() -> None:
     ap.add_argument("--eval-clips", type=int, default=24)
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--max-gap", type=int, default=4)
+    ap.add_argument("--eval-gap", type=int, default=None, help="frame gap of the evaluation samples (default: mid gap)")
     ap.add_argument("--stage1-minutes", type=float, default=10)
     ap.add_argument("--stage2-minutes", type=float, default=20)
     ap.add_argument("--depth-decay-steps", type=int, default=2000)
     ap.add_argument("--oracle-from", type=Path, default=ROOT / "benchmarks/results/stage1_learning/exp4_p4_lvsm4/oracle.pt")
+    ap.add_argument("--camera-head", choices=("features", "pair_flow"), default="features")
+    ap.add_argument("--stage1-from", type=Path, default=None,
+                    help="a saved stage-1 state (stage1_learning.py): skips stage-1 training (e.g. the shipped model's)")
+    ap.add_argument("--freeze-camera-head", action="store_true", help="stage 2 and the control keep the camera head as it is")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/stage2_alignment")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
     hw = (args.size, args.size)
-    sampler_cfg = ClipSamplerConfig(window_frames=5, min_views=2, max_context=4, min_gap=1, max_gap=args.max_gap, eval_views=5)
+    sampler_cfg = ClipSamplerConfig(window_frames=5, min_views=2, max_context=4, min_gap=1, max_gap=args.max_gap, eval_views=5,
+                                    eval_gap=args.eval_gap)
     with tempfile.TemporaryDirectory() as tmp:
         write_dataset(Path(tmp) / "train", args.train_clips, args.frames, args.size, seed=0, split="train")
         write_dataset(Path(tmp) / "heldout", args.eval_clips, args.frames, args.size, seed=10_000, split="heldout")
@@ -182,13 +192,17 @@ def main() -> None:
         chair_set = ClipSampleDataset(chair_frames)
         chair_items = [chair_set[SampleSpec(0, tuple(s + 4 * i for i in range(5)), (0, 4))] for s in range(0, 180, 12)]
 
-    # Stage 1, self-supervised, warm-started from the oracle decoder.
     s1 = make_model(args, gaussians=False)
-    oracle = torch.load(args.oracle_from, weights_only=True)
-    s1.load_state_dict({k: v for k, v in oracle.items() if not k.startswith(CAMERA_PATH)}, strict=False)
-    print(f"stage 1 (warm start from {args.oracle_from.name}): {args.stage1_minutes} min", flush=True)
-    curves = {"stage1": train_for(s1, dataset, TrainBatchSampler([c.num_frames for c in train_frames.clips], args.batch, sampler_cfg, seed=1),
-                                  args.stage1_minutes, args.lr)}
+    if args.stage1_from is not None:  # a trained stage 1 (e.g. LEARNING.md exp 37, the shipped model)
+        s1.load_state_dict(torch.load(args.stage1_from, weights_only=True))
+        print(f"stage 1 from {args.stage1_from}", flush=True)
+        curves = {"stage1": []}
+    else:  # Stage 1, self-supervised, warm-started from the oracle decoder.
+        oracle = torch.load(args.oracle_from, weights_only=True)
+        s1.load_state_dict({k: v for k, v in oracle.items() if not k.startswith(CAMERA_PATH)}, strict=False)
+        print(f"stage 1 (warm start from {args.oracle_from.name}): {args.stage1_minutes} min", flush=True)
+        curves = {"stage1": train_for(s1, dataset, TrainBatchSampler([c.num_frames for c in train_frames.clips], args.batch, sampler_cfg, seed=1),
+                                      args.stage1_minutes, args.lr)}
     s1_state = copy.deepcopy(s1.state_dict())
     results = {"config": {k: str(v) for k, v in vars(args).items()}}
     models = {"stage 1": s1}
@@ -197,7 +211,7 @@ def main() -> None:
     cont.load_state_dict(s1_state)
     print(f"stage 1 continued: {args.stage2_minutes} min", flush=True)
     curves["stage1_continued"] = train_for(cont, dataset, TrainBatchSampler([c.num_frames for c in train_frames.clips], args.batch, sampler_cfg, seed=2),
-                                           args.stage2_minutes, args.lr)
+                                           args.stage2_minutes, args.lr, freeze_camera_head=args.freeze_camera_head)
     models["stage 1 continued"] = cont
 
     s2 = make_model(args, gaussians=True)
@@ -206,7 +220,7 @@ def main() -> None:
     s2_cfg.gap_warmup_start, s2_cfg.gap_warmup_steps = 1, 100
     print(f"stage 2: {args.stage2_minutes} min", flush=True)
     curves["stage2"] = train_for(s2, dataset, TrainBatchSampler([c.num_frames for c in train_frames.clips], args.batch, s2_cfg, seed=2),
-                                 args.stage2_minutes, args.lr)
+                                 args.stage2_minutes, args.lr, freeze_camera_head=args.freeze_camera_head)
     models["stage 2"] = s2
 
     for name, model in models.items():

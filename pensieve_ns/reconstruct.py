@@ -9,6 +9,8 @@ Writes into OUT (built in a temporary sibling folder and moved into place, so OU
   splat.ply               standard 3DGS PLY of the Gaussians predicted from the context frames;
   novel_views.mp4, preview.png   a fly-through along the predicted cameras, extrapolated 15 % at both ends;
   cameras.png             the predicted trajectory (and, where the input has ground truth, the aligned truth).
+A stage-1 run (no Gaussian head, e.g. the shipped ``pretrained/stage1-prior32``) writes the cameras only:
+images/, transforms.json and cameras.png.
 Frames: every S-th frame of the input, then N of those chosen evenly. Up to ``--window`` frames go through the
 model in one pass, with ``--context`` of them (evenly spaced) as context frames whose pixels become Gaussians.
 Longer selections are cut into windows that overlap by two frames; each window is predicted on its own and
@@ -42,7 +44,8 @@ PROG = "pensieve-reconstruct"
 @dataclass
 class ReconstructConfig:
     load_config: Path
-    """config.yml of a pensieve-stage2 run."""
+    """config.yml of a pensieve-stage2 run, or of a pensieve-stage1 run (cameras only: no Gaussians, no
+    fly-through), e.g. the shipped ``pretrained/stage1-prior32/config.yml``."""
     input: Path
     """A video, an image folder or a nerfstudio scene (the first clip found is used)."""
     output_dir: Path
@@ -191,7 +194,8 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
     task = progress.add_task("loading the model and the frames", total=None)
     times = {}
     t = time.perf_counter()
-    model, trainer_config, ckpt = load_run(Path(cfg.load_config), ("pensieve-stage2",), "pensieve-reconstruct")
+    model, trainer_config, ckpt = load_run(Path(cfg.load_config), ("pensieve-stage2", "pensieve-stage1"), "pensieve-reconstruct")
+    has_gaussians = model.gaussian_head is not None  # a stage-1 run gives cameras only
     hw = tuple(trainer_config.pipeline.datamanager.image_size)
     images, ids, clip = read_frames(cfg, hw)
     times["load"] = time.perf_counter() - t
@@ -199,7 +203,7 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
     t = time.perf_counter()
     window = max(cfg.window, 3)
     starts = window_starts(L, window)
-    progress.update(task, description="cameras and Gaussians", total=len(starts) + 2, completed=0)
+    progress.update(task, description="cameras and Gaussians" if has_gaussians else "cameras", total=len(starts) + 2, completed=0)
     cams, Ks, splats, context = [], [], [], []
     for start in starts:
         progress.advance(task)
@@ -208,7 +212,7 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
         pred = model({"images": images[None, start:start + n], "context": ctx[None]})
         cams.append(pred["c2w_opencv"][0])
         Ks.append(pred["K"][0, 0])
-        splats.append(pred["gaussians"])
+        splats.append(pred.get("gaussians"))
         context.extend((ctx + start).tolist())
     times["feed_forward"] = time.perf_counter() - t
     c2w, K = chain_windows(cams, starts), torch.stack(Ks).mean(0)
@@ -216,14 +220,14 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
     from pensieve_ns.cameras import matrix_to_quaternion, quaternion_multiply
 
     parts = {"means": [], "quats": [], "scales": [], "opacities": [], "colors": []}
-    for cam, start, gs in zip(cams, starts, splats):
+    for cam, start, gs in zip(cams, starts, splats) if has_gaussians else ():
         s, R, t_ = similarity_to(c2w[start], c2w[start + 1], cam[0], cam[1]) if start > 0 else (1.0, torch.eye(3), torch.zeros(3))
         parts["means"].append(s * gs.means[0] @ R.T + t_)
         parts["quats"].append(quaternion_multiply(matrix_to_quaternion(R)[None].expand(gs.quats.shape[1], 4), gs.quats[0]))
         parts["scales"].append(s * gs.scales[0])
         parts["opacities"].append(gs.opacities[0])
         parts["colors"].append(gs.colors[0])
-    merged = {k: torch.cat(v) for k, v in parts.items()}
+    merged = {k: torch.cat(v) for k, v in parts.items()} if has_gaussians else None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -237,19 +241,20 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
                            "transform_matrix": opencv_to_opengl_c2w(c2w[i].double()).tolist()})
         transforms = {"camera_model": "OPENCV", "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]),
                       "cy": float(K[1, 2]), "w": W, "h": H, "frames": frames,
-                      "pensieve": {"checkpoint": str(ckpt), "input": str(cfg.input), "context_frames": context,
-                                   "window_starts": starts}}
+                      "pensieve": {"checkpoint": str(ckpt), "method": trainer_config.method_name, "input": str(cfg.input),
+                                   "context_frames": context, "window_starts": starts}}
         (tmp / "transforms.json").write_text(json.dumps(transforms, indent=1))
-        model.set_scene(merged["means"], merged["quats"], merged["scales"], merged["opacities"], merged["colors"], c2w,
-                        K.expand(L, 3, 3), images)
-        write_ply(tmp / "splat.ply", model)
-        progress.update(task, description="rendering the fly-through", advance=1)
-        path = fly_through(c2w, cfg.novel_view_frames)
-        rgb = torch.cat([model.render_scene(path[k:k + 8], K.expand(len(path[k:k + 8]), 3, 3), W, H)["rgb"]
-                         for k in range(0, len(path), 8)])
-        video = (rgb.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-        write_video(tmp / "novel_views.mp4", video)
-        Image.fromarray(np.concatenate([video[0], video[len(video) // 2], video[-1]], axis=1)).save(tmp / "preview.png")
+        if has_gaussians:
+            model.set_scene(merged["means"], merged["quats"], merged["scales"], merged["opacities"], merged["colors"], c2w,
+                            K.expand(L, 3, 3), images)
+            write_ply(tmp / "splat.ply", model)
+            progress.update(task, description="rendering the fly-through", advance=1)
+            path = fly_through(c2w, cfg.novel_view_frames)
+            rgb = torch.cat([model.render_scene(path[k:k + 8], K.expand(len(path[k:k + 8]), 3, 3), W, H)["rgb"]
+                             for k in range(0, len(path), 8)])
+            video = (rgb.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+            write_video(tmp / "novel_views.mp4", video)
+            Image.fromarray(np.concatenate([video[0], video[len(video) // 2], video[-1]], axis=1)).save(tmp / "preview.png")
         gt = clip.gt.c2w_opencv[ids] if clip.gt is not None else None
         plot_cameras(tmp / "cameras.png", c2w.double().numpy(), gt)
         progress.update(task, description="done", advance=1)
@@ -259,7 +264,8 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"frames": L, "context": sorted(set(context)), "windows": len(starts), "gaussians": int(merged["means"].shape[0]), "times": times}
+    return {"frames": L, "context": sorted(set(context)), "windows": len(starts), "times": times,
+            "gaussians": int(merged["means"].shape[0]) if has_gaussians else 0}
 
 
 def main(cfg: ReconstructConfig) -> None:
@@ -271,10 +277,11 @@ def main(cfg: ReconstructConfig) -> None:
     except PensieveInputError as err:
         exit_with_error(err, PROG)
     t = summary["times"]
+    files = "splat.ply, novel_views.mp4, preview.png, cameras.png" if summary["gaussians"] else "cameras.png (a stage-1 run: cameras only)"
     print(f"{PROG}: {summary['frames']} frames in {summary['windows']} window(s) (context frames {summary['context']}), "
           f"{summary['gaussians']} Gaussians\n"
           f"  load {t['load']:.1f} s, feed-forward {t['feed_forward']:.2f} s, write {t['write']:.1f} s\n"
-          f"  {cfg.output_dir}/: transforms.json, images/, splat.ply, novel_views.mp4, preview.png, cameras.png\n"
+          f"  {cfg.output_dir}/: transforms.json, images/, {files}\n"
           f"  refine on a GPU: ns-train splatfacto --data {cfg.output_dir}", file=sys.stdout)
 
 

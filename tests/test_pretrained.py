@@ -44,3 +44,29 @@ def test_shipped_model_starts_stage2(held_out, tmp_path):
     model = stage2_config("prior32").pipeline.model.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
     ckpt, loaded = load_stage1_weights(model, SHIPPED.parent)
     assert ckpt.name == "step-000000400.ckpt" and loaded > 100
+
+
+def test_reconstruct_with_the_shipped_stage1_model_writes_cameras_that_beat_identity(held_out, tmp_path):
+    """``pensieve-reconstruct`` takes a stage-1 run: cameras only (no Gaussians), in nerfstudio's format."""
+    import numpy as np
+
+    from pensieve_ns.cameras import opengl_to_opencv_c2w
+    from pensieve_ns.data.sources import nerfstudio_clip
+    from pensieve_ns.eval.poses import relative_pose_errors
+
+    out = tmp_path / "rec"
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "pensieve-reconstruct"), "--load-config", str(SHIPPED),
+         "--input", str(held_out / "clip_0001"), "--output-dir", str(out), "--num-frames", "12"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "cameras only" in run.stdout and not (out / "splat.ply").exists()
+    meta = json.loads((out / "transforms.json").read_text())
+    assert len(meta["frames"]) == 12 and meta["pensieve"]["method"] == "pensieve-stage1"
+    assert all((out / f["file_path"]).is_file() for f in meta["frames"])
+    pred = np.stack([opengl_to_opencv_c2w(np.array(f["transform_matrix"])) for f in meta["frames"]])
+    gt = nerfstudio_clip(held_out / "clip_0001").gt.c2w_opencv[[f["source_frame"] for f in meta["frames"]]]
+    err = np.median(relative_pose_errors(pred, gt).rot_err)
+    identity = np.median(relative_pose_errors(np.tile(np.eye(4), (len(gt), 1, 1)), gt).rot_err)
+    assert err < 0.6 * identity, (err, identity)  # measured: 11.6 against 32.9 deg
