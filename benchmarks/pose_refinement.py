@@ -83,21 +83,15 @@ def feed_forward(model, images: torch.Tensor, size: int = 32):
 
 @torch.no_grad()
 def pair_head_cameras(head, images: torch.Tensor):
-    """A pre-trained ``PairCameraHead``'s cameras for a clip in temporal order, CHAINED: the rotation of each
-    frame relative to the previous one (the spans the head was trained on; a far frame against frame 0 is not),
-    composed from frame 0; OpenCV c2w, K in the input's pixels (mean focal of the pairs). Centres are zero: their
-    scale is free and the refinement's depth starts at 1 with no scene scale, so refinement starts from the
-    head's rotations and focal with translations grown from zero (as from identity)."""
-    from pensieve_ns.cameras import intrinsics_matrix
-    from pensieve_ns.model.camera_head import focal_from_raw
-
-    raw, R = head.relative(images[:-1], images[1:])  # [L-1, 7], [L-1, 3, 3]
-    c2w = torch.eye(4).repeat(len(images), 1, 1)
-    for i in range(1, len(images)):
-        c2w[i, :3, :3] = c2w[i - 1, :3, :3] @ R[i - 1]
-    H, W = images.shape[-2:]
-    f = focal_from_raw(raw[:, 6], W).mean()
-    return c2w, intrinsics_matrix(f, f * H / W, torch.tensor(W / 2), torch.tensor(H / 2))
+    """A pre-trained ``PairCameraHead``'s cameras for a clip in temporal order, CHAINED (each frame against the
+    previous one: the spans the head was trained on; a far frame against frame 0 is not); OpenCV c2w, K in the
+    input's pixels. Centres are set to zero: their scale is free and the refinement's depth starts at 1 with no
+    scene scale, so refinement starts from the head's rotations and focal with translations grown from zero
+    (as from identity)."""
+    c2w, K, _ = head(images[None], chain=True)
+    c2w = c2w[0].clone()
+    c2w[:, :3, 3] = 0
+    return c2w, K[0, 0]
 
 
 def run_clip(name: str, images: torch.Tensor, gt_c2w: np.ndarray, gt_fx: float, cfg: RefineConfig, max_sep: int,

@@ -234,6 +234,15 @@ def plucker_rays(
     return torch.cat([d, m], dim=-1).movedim(-1, -3)
 
 
+def chain(first: Float[Tensor, "*batch 4 4"], steps: Float[Tensor, "*batch N 4 4"]) -> Float[Tensor, "*batch N+1 4 4"]:
+    """Absolute poses from a first pose and relative steps: P_0 = first, P_i = P_{i-1} @ steps_{i-1} (c2w
+    composed on the right: each step is expressed in the previous camera's frame)."""
+    poses = [first]
+    for k in range(steps.shape[-3]):
+        poses.append(poses[-1] @ steps[..., k, :, :])
+    return torch.stack(poses, dim=-3)
+
+
 def normalise_cameras(c2w_opencv: Float[Tensor, "B L 4 4"]) -> Float[Tensor, "B L 4 4"]:
     """Express each clip's cameras relative to its first frame, scaled so the farthest camera centre is at 1.
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from pensieve_ns.cameras import axis_angle_to_matrix, invert_rigid, unproject_depth
+from pensieve_ns.cameras import axis_angle_to_matrix, chain, invert_rigid, unproject_depth
 from pensieve_ns.losses import disparity_smoothness_loss, warp_frames
 
 
@@ -79,14 +79,6 @@ def se3(delta: Float[Tensor, "*batch 6"]) -> Float[Tensor, "*batch 4 4"]:
     T[..., :3, 3] = delta[..., 3:]
     T[..., 3, 3] = 1.0
     return T
-
-
-def chain(first: Float[Tensor, "4 4"], steps: Float[Tensor, "N 4 4"]) -> Float[Tensor, "N+1 4 4"]:
-    """Absolute poses from a first pose and relative steps: P_0 = first, P_i = P_{i-1} @ steps_{i-1}."""
-    poses = [first]
-    for step in steps:
-        poses.append(poses[-1] @ step)
-    return torch.stack(poses)
 
 
 def orbit_cameras(L: int, deg_per_frame: float, distance: float, dtype=torch.float32, device=None) -> Float[Tensor, "L 4 4"]:

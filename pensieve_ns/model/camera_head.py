@@ -12,6 +12,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from pensieve_ns.cameras import axis_angle_to_matrix, intrinsics_matrix, invert_rigid, quaternion_to_matrix
+from pensieve_ns.cameras import chain as chain_poses
 from pensieve_ns.model.pair_pose import CorrelationPoseNet
 
 FOCAL_MIN, FOCAL_SPAN, FOCAL_SCALE = 0.1, 2.9, 0.1
@@ -105,44 +106,33 @@ class PairCameraHead(nn.Module):
         well: against frame 0 its angles shrink with the span (0.64 of the truth at 8 frames on pans, 0.97 when
         chained; LEARNING.md exp 34). Step centres are composed as predicted (their scale is set per pair), so
         the chained centres assume a roughly steady speed. Raw outputs are then per step (zeros for the first)."""
-        if chain:
-            return self._chained(images, frame_index)
         B, L, _, H, W = images.shape
-        first = images[:, :1].expand(B, L - 1, *images.shape[2:])
-        raw, R = self.relative(first.flatten(0, 1), images[:, 1:].flatten(0, 1))
-        raw = raw.view(B, L - 1, 7)
-        c2w = torch.eye(4, dtype=raw.dtype, device=raw.device).repeat(B, L, 1, 1)
-        c2w[:, 1:, :3, :3] = R.view(B, L - 1, 3, 3)
-        c2w[:, 1:, :3, 3] = raw[..., 3:6]
-        focal_raw = raw[..., 6] if L > 1 else raw.new_zeros(B, 1)  # a single frame: the default field of view
+        eye = torch.eye(4, dtype=images.dtype, device=images.device)
+        if chain and L > 1:
+            if frame_index is None:
+                frame_index = torch.arange(L, device=images.device).expand(B, L)
+            order = frame_index.argsort(dim=1)  # [B, L] batch positions in temporal order
+            seq = images.gather(1, order[..., None, None, None].expand_as(images))
+            pair_raw, R = self.relative(seq[:, :-1].flatten(0, 1), seq[:, 1:].flatten(0, 1))
+            pair_raw = pair_raw.view(B, L - 1, 7)
+            steps = eye.repeat(B, L - 1, 1, 1)
+            steps[..., :3, :3] = R.view(B, L - 1, 3, 3)
+            steps[..., :3, 3] = pair_raw[..., 3:6]
+            c2w_seq = chain_poses(eye.expand(B, 4, 4), steps)  # [B, L, 4, 4] in temporal order
+            c2w = torch.empty_like(c2w_seq).scatter(1, order[..., None, None].expand_as(c2w_seq), c2w_seq)
+            c2w = invert_rigid(c2w[:, :1]) @ c2w  # batch frame 0 is the identity, as unchained
+            raw = torch.cat([pair_raw.new_zeros(B, 1, 7), pair_raw], dim=1)
+            raw = torch.empty_like(raw).scatter(1, order[..., None].expand_as(raw), raw)  # per step, batch order
+        else:
+            first = images[:, :1].expand(B, L - 1, *images.shape[2:])
+            pair_raw, R = self.relative(first.flatten(0, 1), images[:, 1:].flatten(0, 1))
+            pair_raw = pair_raw.view(B, L - 1, 7)
+            c2w = eye.repeat(B, L, 1, 1)
+            c2w[:, 1:, :3, :3] = R.view(B, L - 1, 3, 3)
+            c2w[:, 1:, :3, 3] = pair_raw[..., 3:6]
+            raw = torch.cat([pair_raw.new_zeros(B, 1, 7), pair_raw], dim=1)
+        # One focal length per clip, the mean over its pairs (a single frame: the default field of view).
+        focal_raw = pair_raw[..., 6] if L > 1 else pair_raw.new_zeros(B, 1)
         f = focal_from_raw(focal_raw, W).mean(dim=1, keepdim=True).expand(B, L)
         K = intrinsics_matrix(f, f * H / W, torch.full_like(f, W / 2), torch.full_like(f, H / 2))
-        raw = torch.cat([raw.new_zeros(B, 1, 7), raw], dim=1)
         return c2w, K, raw
-
-    def _chained(self, images: Tensor, frame_index: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-        B, L, _, H, W = images.shape
-        if frame_index is None:
-            frame_index = torch.arange(L, device=images.device).expand(B, L)
-        order = frame_index.argsort(dim=1)  # [B, L] batch positions in temporal order
-        seq = images.gather(1, order[..., None, None, None].expand_as(images))
-        eye = torch.eye(4, dtype=images.dtype, device=images.device)
-        if L == 1:
-            raw = images.new_zeros(B, 1, 7)
-            f = focal_from_raw(raw[..., 6], W)
-            return eye.repeat(B, 1, 1, 1), intrinsics_matrix(f, f * H / W, torch.full_like(f, W / 2), torch.full_like(f, H / 2)), raw
-        raw, R = self.relative(seq[:, :-1].flatten(0, 1), seq[:, 1:].flatten(0, 1))
-        raw, R = raw.view(B, L - 1, 7), R.view(B, L - 1, 3, 3)
-        steps = eye.repeat(B, L - 1, 1, 1)
-        steps[..., :3, :3] = R
-        steps[..., :3, 3] = raw[..., 3:6]
-        poses = [eye.expand(B, 4, 4)]
-        for k in range(L - 1):  # c2w of the k+1-th frame in time = c2w of the k-th @ its step
-            poses.append(poses[-1] @ steps[:, k])
-        c2w_seq = torch.stack(poses, dim=1)
-        c2w = torch.empty_like(c2w_seq).scatter(1, order[..., None, None].expand_as(c2w_seq), c2w_seq)
-        c2w = invert_rigid(c2w[:, :1]) @ c2w  # batch frame 0 is the identity, as in the unchained head
-        f = focal_from_raw(raw[..., 6], W).mean(dim=1, keepdim=True).expand(B, L)
-        K = intrinsics_matrix(f, f * H / W, torch.full_like(f, W / 2), torch.full_like(f, H / 2))
-        raw_seq = torch.cat([raw.new_zeros(B, 1, 7), raw], dim=1)
-        return c2w, K, torch.empty_like(raw_seq).scatter(1, order[..., None].expand_as(raw_seq), raw_seq)

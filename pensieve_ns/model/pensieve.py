@@ -168,7 +168,8 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         if self.config.camera_source == "ground_truth":  # oracle: known cameras of generated clips
             c2w, K = normalise_cameras(batch["gt_c2w_opencv"]), batch["gt_K"]
         elif self.config.camera_head == "pair_flow":
-            # Each frame against the first (OpenCV c2w), clip intrinsics. Its translation scale is free (the prior
+            # Frame to frame in time (pair_chain) or each frame against the first; OpenCV c2w with batch frame 0
+            # the identity, clip intrinsics. Its translation scale is free (the prior
             # loss compares normalised cameras), so the decoder gets the oracle's convention: farthest centre at 1.
             c2w, K, _ = self.camera_head(images, batch.get("frame_index"), chain=self.config.pair_chain)
             c2w = normalise_cameras(c2w)
