@@ -308,6 +308,8 @@ class FlowBundle:
         L = self.L
         registered = np.isfinite(c2w[:, 0, 0])
         active = registered[self.I] & registered[self.J] & np.isfinite(depth[self.S])
+        if not active.any():  # nothing links the registered frames yet: nothing to adjust
+            return c2w, depth, focal, float("nan")
         I, J = self.I[active], self.J[active]
         used = np.unique(self.S[active])
         slot = np.full(len(depth), -1)
