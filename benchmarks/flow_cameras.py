@@ -74,7 +74,7 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         for method, c2w, fx in (
             ("flow+BA", res.c2w_opencv, float(res.K[0, 0])),
-            ("flow, before final BA", res.c2w_two_view, res.focal_two_view),
+            ("flow, before final BA", res.c2w_incremental, res.focal_incremental),
             ("identity", np.tile(np.eye(4), (len(clip["c2w"]), 1, 1)), None),
         ):
             row = {"clip": clip["name"], "method": method, **pose_row(c2w, clip["c2w"], args.max_pair_gap)}

@@ -12,7 +12,7 @@ The pipeline, for L frames in temporal order:
   2. ``dense_flows``: DIS optical flow (OpenCV) both ways between frames i and i+g, g = 1..max_gap, on frames
      upsampled by flow_upsample; longer gaps are refined from the composition of shorter ones.
   3. Observations: where each sample lands in the other frames, forward-backward consistent
-     (``flow_observations``): directly for gaps up to direct_gap, by tracks chained through adjacent flows up to
+     (``flow_observations``): directly for gaps up to max_gap, by tracks chained through adjacent flows up to
      track_length frames (``tracked_observations``).
   4. ``estimate_focal``: one focal length (principal point at the image centre) from a log-spaced sweep, scored
      by the truncated Sampson error of the adjacent pairs' essential matrices.
@@ -51,14 +51,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pensieve_ns.cameras import axis_angle_to_matrix  # noqa: E402
+from pensieve_ns.cameras import axis_angle_to_matrix, intrinsics_matrix  # noqa: E402
 from pensieve_ns.eval.poses import rotation_angle_deg  # noqa: E402
 
 
 @dataclass
 class FlowCamerasConfig:
     max_gap: int = 3
-    """Direct flow is computed between frames up to this far apart."""
+    """Direct flow is computed between frames up to this far apart; their observations come from it."""
     points_per_frame: int = 1500
     """Textured pixels sampled per frame: the points whose flow is followed, and whose depths bundle adjustment
     estimates."""
@@ -74,17 +74,15 @@ class FlowCamerasConfig:
     focal_sweep: Tuple[float, float, float] = (0.4, 3.0, 1.02)
     """Focal lengths tried, times the image width: from, to, ratio between neighbours."""
     min_inliers: int = 60
-    """Pairs with fewer essential-matrix inliers are not used."""
+    """Essential-matrix candidates with fewer inliers (or pairs with fewer matches) do not seed a start."""
     window: int = 5
     """Incremental registration adjusts the last this many frames after each new one."""
     window_iterations: int = 10
     """Levenberg-Marquardt iterations of each sliding-window adjustment."""
     min_triangulation_angle: float = 2.0
     """Degrees between the two rays below which a sample gets no depth yet (too little parallax)."""
-    direct_gap: int = 3
-    """Observations between frames up to this far apart come from their direct flow (refined from chained)."""
     track_length: int = 8
-    """Beyond direct_gap, and up to this many frames, observations come from tracks chained through adjacent flows."""
+    """Beyond max_gap, and up to this many frames, observations come from tracks chained through adjacent flows."""
     init_frames: int = 7
     """Each starting two-view candidate is grown to this many frames before the best is chosen."""
     ba_iterations: int = 50
@@ -102,9 +100,9 @@ class FlowCamerasResult:
     """[3, 3] pixels of the input frames."""
     focal_scores: Dict[float, float] = field(default_factory=dict)
     """Sweep: focal length (pixels) -> truncated Sampson error of the adjacent pairs."""
-    c2w_two_view: np.ndarray = None
+    c2w_incremental: np.ndarray = None
     """[L, 4, 4] the incremental registration's cameras, before the final bundle adjustment."""
-    focal_two_view: float = float("nan")
+    focal_incremental: float = float("nan")
     ba_median_error: float = float("nan")
     """Median reprojection error (pixels) after bundle adjustment."""
 
@@ -205,10 +203,6 @@ def sampson_distance(E: np.ndarray, K: np.ndarray, pa: np.ndarray, pb: np.ndarra
     return np.sqrt(num / np.maximum(den, 1e-12))
 
 
-def _K(f: float, W: int, H: int) -> np.ndarray:
-    return np.array([[f, 0.0, W / 2], [0.0, f, H / 2], [0.0, 0.0, 1.0]])
-
-
 def _essential(pa: np.ndarray, pb: np.ndarray, K: np.ndarray, cfg: FlowCamerasConfig):
     E, mask = cv2.findEssentialMat(pa, pb, K, method=cv2.USAC_ACCURATE, prob=0.999, threshold=cfg.ransac_threshold)
     if E is None or E.shape != (3, 3):  # degenerate, or several solutions stacked: keep the first
@@ -223,7 +217,7 @@ def estimate_focal(matches: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]]
     adjacent = [m for (i, j), m in matches.items() if j == i + 1 and len(m[0]) >= 8]
     scores = {}
     for f in focals:
-        K, total = _K(float(f), W, H), 0.0
+        K, total = intrinsics_matrix(float(f), float(f), W / 2, H / 2), 0.0
         for pa, pb in adjacent:
             E, _ = _essential(pa, pb, K, cfg)
             d = np.full(len(pa), 3.0 * cfg.ransac_threshold) if E is None else sampson_distance(E, K, pa, pb)
@@ -406,7 +400,7 @@ def register_incrementally(bundle: FlowBundle, c2w: np.ndarray, focal: float, cf
     registered = np.isfinite(c2w[:, 0, 0])
     depth = bundle.triangulate(registered, c2w, np.full(len(bundle.pix), np.nan), focal, cfg.min_triangulation_angle)
     c2w, depth, _, err = bundle.adjust(c2w, depth, focal, registered, cfg.window_iterations, False)
-    K = _K(focal, bundle.W, bundle.H)
+    K = intrinsics_matrix(focal, focal, bundle.W / 2, bundle.H / 2)
     for k in range(until):
         if registered[k]:
             continue
@@ -469,14 +463,13 @@ def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig
             j = i + g
             ia, in_b = flow_observations(flows[(i, j)], flows[(j, i)], samples[i], H, W, cfg)
             ib, in_a = flow_observations(flows[(j, i)], flows[(i, j)], samples[j], H, W, cfg)
-            if g <= cfg.direct_gap:
-                observations += [(i, j, ia, in_b), (j, i, ib, in_a)]
+            observations += [(i, j, ia, in_b), (j, i, ib, in_a)]
             matches[(i, j)] = (np.concatenate([samples[i][ia], in_a]), np.concatenate([in_b, samples[j][ib]]))
     if cfg.track_length > 0:
         for i in range(L):
             for step in (1, -1):
                 for j, idx, pos in tracked_observations(flows, samples[i], i, step, L, H, W, cfg):
-                    if abs(j - i) > cfg.direct_gap:
+                    if abs(j - i) > cfg.max_gap:
                         observations.append((i, j, idx, pos))
                         if i == 0:  # wide-baseline starting pairs: better conditioned than adjacent ones
                             matches[(0, j)] = (samples[0][idx], pos)
@@ -484,7 +477,7 @@ def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig
     if focal is None:
         focal, scores = estimate_focal(matches, W, H, cfg)
     focal = float(focal)
-    K = _K(focal, W, H)
+    K = intrinsics_matrix(focal, focal, W / 2, H / 2)
     bundle = FlowBundle(samples, observations, W, H)
     # Starting pair: every two-view candidate between frame 0 and a later frame (below init_frames) seeds a
     # reconstruction of the first init_frames frames; the one with the lowest reprojection error goes on.
@@ -500,9 +493,9 @@ def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig
             if best is None or err < best[2]:
                 best = (c2w, depth, err)
     c2w, depth, _ = register_incrementally(bundle, best[0], focal, cfg, L)
-    result = FlowCamerasResult(c2w, K, scores, c2w_two_view=c2w.copy(), focal_two_view=focal)
+    result = FlowCamerasResult(c2w, K, scores, c2w_incremental=c2w.copy(), focal_incremental=focal)
     if cfg.ba_iterations > 0:
         free = np.arange(L) > 0
         c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, cfg.optimise_focal)
-        result.c2w_opencv, result.K, result.ba_median_error = c2w, _K(focal, W, H), err
+        result.c2w_opencv, result.K, result.ba_median_error = c2w, intrinsics_matrix(focal, focal, W / 2, H / 2), err
     return result
