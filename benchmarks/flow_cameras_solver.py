@@ -56,6 +56,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pensieve_ns.cameras import axis_angle_to_matrix, intrinsics_matrix  # noqa: E402
 from pensieve_ns.eval.poses import rotation_angle_deg  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flow_correspondences import clip_observations  # noqa: E402
+
 
 @dataclass
 class FlowCamerasConfig:
@@ -98,14 +101,6 @@ class FlowCamerasConfig:
     """Adjacent-frame flow starts from SIFT matches interpolated over the frame, not from zero: coarse-to-fine DIS
     misses large motions of fine textures (they average out at its coarse levels) and then reports a small,
     forward-backward consistent, wrong flow (development orbit 30003: median error 24 px -> 0.7 px)."""
-    flow_edge: float = 0.0
-    """Samples where the flow changes by more than this (pixels of the input frames) within flow_edge_radius
-    pixels are dropped: occlusion boundaries and silhouettes, whose texture is not a fixed point of the scene
-    (0: keep them)."""
-    flow_edge_radius: int = 2
-    epipolar_threshold: float = 0.0
-    """Observations of each frame pair farther than this (pixels, Sampson) from a robustly fitted fundamental
-    matrix are dropped (0: no filter)."""
     seed: int = 0
 
 
@@ -122,150 +117,6 @@ class FlowCamerasResult:
     focal_incremental: float = float("nan")
     ba_median_error: float = float("nan")
     """Median reprojection error (pixels) after bundle adjustment."""
-
-
-def _grey(image: np.ndarray, up: int) -> np.ndarray:
-    g = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    return g if up == 1 else cv2.resize(g, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
-
-
-def frame_samples(image: np.ndarray, cfg: FlowCamerasConfig, rng: np.random.Generator) -> np.ndarray:
-    """Textured pixels of one frame [H, W, 3] uint8 -> their centres [N, 2] (x + 0.5, y + 0.5), N <= points_per_frame.
-    Untextured pixels (flat colours, white backgrounds) are left out: flow there is interpolated, not measured."""
-    g = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    texture = cv2.cornerMinEigenVal(g, blockSize=5)
-    ys, xs = np.nonzero(texture > cfg.min_texture)
-    idx = np.arange(len(xs))
-    if len(idx) > cfg.points_per_frame:
-        idx = np.sort(rng.choice(idx, cfg.points_per_frame, replace=False))
-    return np.stack([xs[idx], ys[idx]], 1).astype(np.float64) + 0.5
-
-
-def _sample(field: np.ndarray, pts_up: np.ndarray) -> np.ndarray:
-    """Bilinear lookup of a [H, W, 2] field at points [N, 2] (array coordinates), NaN outside."""
-    m = pts_up.astype(np.float32)[:, None]
-    return cv2.remap(field, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)[:, 0]
-
-
-def compose_flow(f_ab: np.ndarray, f_bc: np.ndarray) -> np.ndarray:
-    """Flow a -> c [H, W, 2] from flows a -> b and b -> c (array coordinates; zero where a's target leaves b)."""
-    H, W = f_ab.shape[:2]
-    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
-    step = cv2.remap(f_bc, xs + f_ab[..., 0], ys + f_ab[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return (f_ab + step).astype(np.float32)
-
-
-def sift_matches(grey_a: np.ndarray, grey_b: np.ndarray, ratio: float = 0.8, threshold: float = 2.0):
-    """Mutual nearest-neighbour SIFT matches (Lowe's ratio test) between two grey images that fit one fundamental
-    matrix (MAGSAC, threshold in pixels). Returns positions [M, 2] in a and in b (array coordinates)."""
-    sift = cv2.SIFT_create(nfeatures=4000, contrastThreshold=0.01)
-    ka, da = sift.detectAndCompute(grey_a, None)
-    kb, db = sift.detectAndCompute(grey_b, None)
-    empty = np.zeros((0, 2), np.float32)
-    if da is None or db is None or len(ka) < 8 or len(kb) < 8:
-        return empty, empty
-    matcher = cv2.BFMatcher(cv2.NORM_L2)
-    back = {m.queryIdx: m.trainIdx for m in matcher.match(db, da)}
-    good = [m[0] for m in matcher.knnMatch(da, db, k=2)
-            if len(m) == 2 and m[0].distance < ratio * m[1].distance and back.get(m[0].trainIdx) == m[0].queryIdx]
-    pa = np.float32([ka[m.queryIdx].pt for m in good]).reshape(-1, 2)
-    pb = np.float32([kb[m.trainIdx].pt for m in good]).reshape(-1, 2)
-    if len(pa) < 8:
-        return empty, empty
-    F, mask = cv2.findFundamentalMat(pa, pb, cv2.USAC_MAGSAC, threshold, 0.999)
-    if F is None:
-        return empty, empty
-    keep = mask[:, 0].astype(bool)
-    return pa[keep], pb[keep]
-
-
-def interpolated_flow(pa: np.ndarray, pb: np.ndarray, H: int, W: int) -> np.ndarray:
-    """Dense flow [H, W, 2] from sparse matches [M, 2] -> [M, 2]: piecewise linear inside their convex hull,
-    nearest match outside (a starting guess for DIS, which refines it)."""
-    from scipy.interpolate import griddata
-
-    ys, xs = np.mgrid[0:H, 0:W]
-    flow = np.zeros((H, W, 2), np.float32)
-    for k in range(2):
-        linear = griddata(pa, pb[:, k] - pa[:, k], (xs, ys), method="linear")
-        nearest = griddata(pa, pb[:, k] - pa[:, k], (xs, ys), method="nearest")
-        flow[..., k] = np.where(np.isfinite(linear), linear, nearest)
-    return flow
-
-
-def dense_flows(frames: np.ndarray, cfg: FlowCamerasConfig) -> Dict[Tuple[int, int], np.ndarray]:
-    """DIS optical flow [H*up, W*up, 2] between frames i and i + g, both ways, for g = 1..max_gap, on frames
-    upsampled by cfg.flow_upsample. Longer gaps start from the composition of shorter ones (i -> i+g-1 -> i+g),
-    so a large motion is found as a refinement of chained small ones rather than searched from zero."""
-    up = cfg.flow_upsample
-    grey = [_grey(f, up) for f in frames]
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    flows: Dict[Tuple[int, int], np.ndarray] = {}
-    for g in range(1, cfg.max_gap + 1):
-        for i in range(len(frames) - g):
-            for a, b, mid in ((i, i + g, i + g - 1), (i + g, i, i + 1)):
-                if g == 1:
-                    init = None
-                    if cfg.sparse_init:
-                        pa, pb = sift_matches(grey[a], grey[b])
-                        if len(pa) >= 12:
-                            init = interpolated_flow(pa, pb, *grey[a].shape)
-                    flows[(a, b)] = dis.calc(grey[a], grey[b], init)
-                else:
-                    # DIS refines a flow passed in with the right size and type instead of starting from zero.
-                    flows[(a, b)] = dis.calc(grey[a], grey[b], compose_flow(flows[(a, mid)], flows[(mid, b)]))
-    return flows
-
-
-def flow_observations(f_ab: np.ndarray, f_ba: np.ndarray, pts_a: np.ndarray, H: int, W: int, cfg: FlowCamerasConfig):
-    """Where frame a's samples [N, 2] land in frame b, by the flow a -> b; kept where the flow b -> a at the target
-    returns within cfg.fb_tolerance pixels and the target lies inside the image. Returns (indices [M], positions
-    in b [M, 2])."""
-    up = cfg.flow_upsample
-    p_up = pts_a * up - 0.5
-    t_up = p_up + _sample(f_ab, p_up)
-    fb = np.linalg.norm(t_up + _sample(f_ba, t_up) - p_up, axis=1) / up
-    target = (t_up + 0.5) / up
-    ok = np.isfinite(fb) & (fb < cfg.fb_tolerance)
-    if cfg.flow_edge > 0:
-        kernel = np.ones((2 * cfg.flow_edge_radius * up + 1,) * 2, np.uint8)
-        spread = (cv2.dilate(f_ab, kernel) - cv2.erode(f_ab, kernel)).max(axis=2)
-        ok &= _sample(np.repeat(spread[..., None], 2, 2), p_up)[:, 0] / up < cfg.flow_edge
-    ok &= (target[:, 0] > 0) & (target[:, 0] < W) & (target[:, 1] > 0) & (target[:, 1] < H)
-    return np.flatnonzero(ok), target[ok]
-
-
-def tracked_observations(flows, pts: np.ndarray, i: int, step: int, L: int, H: int, W: int, cfg: FlowCamerasConfig):
-    """Follow frame i's samples [N, 2] through the adjacent-frame flows (step = +1 forwards, -1 backwards) for up
-    to cfg.track_length frames, each step kept only while forward-backward consistent. A long track sees the point
-    from far-apart views: that parallax is what separates rotation from translation on orbits, where views a few
-    degrees apart leave them nearly ambiguous. Returns [(j, indices [M], positions in frame j [M, 2])]."""
-    out = []
-    alive = np.arange(len(pts))
-    pos = pts.copy()
-    for k in range(1, cfg.track_length + 1):
-        a, b = i + (k - 1) * step, i + k * step
-        if not 0 <= b < L:
-            break
-        idx, target = flow_observations(flows[(a, b)], flows[(b, a)], pos, H, W, cfg)
-        alive, pos = alive[idx], target
-        if len(alive) == 0:
-            break
-        out.append((b, alive, pos))
-    return out
-
-
-def epipolar_filter(pts_a: np.ndarray, idx: np.ndarray, pos_b: np.ndarray, cfg: FlowCamerasConfig):
-    """Keep the observations (indices [M] into pts_a [N, 2], positions in b [M, 2]) that fit one fundamental matrix
-    (MAGSAC) within cfg.epipolar_threshold pixels; all of them when the threshold is 0 or too few to fit."""
-    if cfg.epipolar_threshold <= 0 or len(idx) < 15:
-        return idx, pos_b
-    F, mask = cv2.findFundamentalMat(pts_a[idx], pos_b, cv2.USAC_MAGSAC, cfg.epipolar_threshold, 0.999)
-    if F is None or mask is None:
-        return idx[:0], pos_b[:0]
-    keep = mask[:, 0].astype(bool)
-    return idx[keep], pos_b[keep]
-
 
 def sampson_distance(E: np.ndarray, K: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
     """First-order geometric distance (pixels) of matches [N, 2] to the epipolar geometry of E [3, 3] under K."""
@@ -524,35 +375,6 @@ def essential_candidates(pa: np.ndarray, pb: np.ndarray, K: np.ndarray, cfg: Flo
             if all(rotation_angle_deg(P[:3, :3].T @ T[:3, :3]) > 0.5 for P in poses):
                 poses.append(T)
     return poses
-
-
-def clip_observations(frames: np.ndarray, cfg: FlowCamerasConfig):
-    """Samples, observations and matches of a clip [L, H, W, 3] uint8: samples [N_i, 2] per frame; observations
-    (i, j, indices into samples[i] [M], positions in frame j [M, 2]) from direct flow (gaps up to cfg.max_gap) and
-    from tracks (longer gaps); matches {(i, j): (positions in i [M, 2], in j [M, 2])} for two-view geometry."""
-    L, H, W = frames.shape[:3]
-    rng = np.random.default_rng(cfg.seed)
-    samples = [frame_samples(f, cfg, rng) for f in frames]
-    flows = dense_flows(frames, cfg)
-    observations, matches = [], {}
-    for g in range(1, cfg.max_gap + 1):
-        for i in range(L - g):
-            j = i + g
-            ia, in_b = epipolar_filter(samples[i], *flow_observations(flows[(i, j)], flows[(j, i)], samples[i], H, W, cfg), cfg)
-            ib, in_a = epipolar_filter(samples[j], *flow_observations(flows[(j, i)], flows[(i, j)], samples[j], H, W, cfg), cfg)
-            observations += [(i, j, ia, in_b), (j, i, ib, in_a)]
-            matches[(i, j)] = (np.concatenate([samples[i][ia], in_a]), np.concatenate([in_b, samples[j][ib]]))
-    if cfg.track_length > 0:
-        for i in range(L):
-            for step in (1, -1):
-                for j, idx, pos in tracked_observations(flows, samples[i], i, step, L, H, W, cfg):
-                    if abs(j - i) > cfg.max_gap:
-                        idx, pos = epipolar_filter(samples[i], idx, pos, cfg)
-                        observations.append((i, j, idx, pos))
-                        if i == 0:  # wide-baseline starting pairs: better conditioned than adjacent ones
-                            matches[(0, j)] = (samples[0][idx], pos)
-    return samples, observations, matches
-
 
 def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig(), focal: float = None) -> FlowCamerasResult:
     """Cameras for one clip. frames: [L, H, W, 3] uint8 RGB in temporal order, L >= 2. focal: known focal length in
