@@ -1,4 +1,4 @@
-"""The flow-geometry camera solver (``flow_cameras_solver.py``, an experiment: test-time, no learned weights) against identity
+"""The flow-geometry camera solver (``pensieve_ns.flow``, ``pensieve-cameras``: test-time, no learned weights) against identity
 and the COLMAP anchor, on ``chair_orbit`` (issue 5 target c) and on held-out generated orbits and arcs.
 
 Clips:
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vs_colmap import chair_clip  # noqa: E402
 from pensieve_ns.eval.poses import focal_error, pair_indices, relative_pose_errors, rotation_angle_deg  # noqa: E402
-from flow_cameras_solver import FlowCamerasConfig, solve_cameras  # noqa: E402
+from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
 
 
 def generated_orbits(n: int) -> List[Dict]:

@@ -111,6 +111,27 @@ def write_ply(path: Path, model) -> None:
     PlyData([PlyElement.describe(data, "vertex")]).write(str(path))
 
 
+def write_scene(folder: Path, images: torch.Tensor, ids, c2w_opencv: torch.Tensor, K: torch.Tensor, about: dict) -> None:
+    """Write images/frame_XXXX.png and a nerfstudio transforms.json into folder. images: [L, 3, H, W] in [0, 1];
+    ids: their frame numbers in the input; c2w_opencv: [L, 4, 4] OpenCV camera-to-world (written as OpenGL, as
+    nerfstudio reads it); K: [3, 3] shared intrinsics in pixels; about: kept under the "pensieve" key."""
+    from PIL import Image
+
+    from pensieve_ns.cameras import opencv_to_opengl_c2w
+
+    (folder / "images").mkdir()
+    frames = []
+    for i, (image, idx) in enumerate(zip(images, ids)):
+        name = f"images/frame_{i:04d}.png"
+        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / name)
+        frames.append({"file_path": name, "source_frame": int(idx),
+                       "transform_matrix": opencv_to_opengl_c2w(c2w_opencv[i].double()).tolist()})
+    H, W = images.shape[-2:]
+    transforms = {"camera_model": "OPENCV", "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]),
+                  "cy": float(K[1, 2]), "w": int(W), "h": int(H), "frames": frames, "pensieve": about}
+    (folder / "transforms.json").write_text(json.dumps(transforms, indent=1))
+
+
 def fly_through(c2w: torch.Tensor, count: int) -> torch.Tensor:
     """Camera-to-world [count, 4, 4] interpolated along the predicted cameras (piecewise slerp and lerp),
     extrapolated 15 % beyond the first and last."""
@@ -189,8 +210,6 @@ def reconstruct(cfg: ReconstructConfig) -> dict:
 def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
     from PIL import Image
 
-    from pensieve_ns.cameras import opencv_to_opengl_c2w
-
     task = progress.add_task("loading the model and the frames", total=None)
     times = {}
     t = time.perf_counter()
@@ -232,18 +251,8 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         t = time.perf_counter()
-        (tmp / "images").mkdir()
-        frames = []
-        for i, (image, idx) in enumerate(zip(images, ids)):
-            name = f"images/frame_{i:04d}.png"
-            Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(tmp / name)
-            frames.append({"file_path": name, "source_frame": int(idx),
-                           "transform_matrix": opencv_to_opengl_c2w(c2w[i].double()).tolist()})
-        transforms = {"camera_model": "OPENCV", "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]),
-                      "cy": float(K[1, 2]), "w": W, "h": H, "frames": frames,
-                      "pensieve": {"checkpoint": str(ckpt), "method": trainer_config.method_name, "input": str(cfg.input),
-                                   "context_frames": context, "window_starts": starts}}
-        (tmp / "transforms.json").write_text(json.dumps(transforms, indent=1))
+        write_scene(tmp, images, ids, c2w, K, {"checkpoint": str(ckpt), "method": trainer_config.method_name,
+                                               "input": str(cfg.input), "context_frames": context, "window_starts": starts})
         if has_gaussians:
             model.set_scene(merged["means"], merged["quats"], merged["scales"], merged["opacities"], merged["colors"], c2w,
                             K.expand(L, 3, 3), images)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from flow_cameras_solver import FlowCamerasConfig
+    from pensieve_ns.flow.solver import FlowCamerasConfig
 
 
 def _grey(image: np.ndarray, up: int) -> np.ndarray:
@@ -37,6 +37,8 @@ def frame_samples(image: np.ndarray, cfg: FlowCamerasConfig, rng: np.random.Gene
 
 def _sample(field: np.ndarray, pts_up: np.ndarray) -> np.ndarray:
     """Bilinear lookup of a [H, W, 2] field at points [N, 2] (array coordinates), NaN outside."""
+    if len(pts_up) == 0:  # remap refuses an empty map
+        return np.zeros((0, field.shape[2]), np.float32)
     m = pts_up.astype(np.float32)[:, None]
     return cv2.remap(field, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)[:, 0]
 

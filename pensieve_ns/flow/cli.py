@@ -1,0 +1,110 @@
+"""``pensieve-cameras``: one video or image folder -> intrinsics and a camera per frame, by optical flow and bundle
+adjustment at test time (``pensieve_ns.flow``): no learned weights, no cameras given, no COLMAP.
+
+    pensieve-cameras --input VIDEO_OR_FOLDER --output-dir OUT [--num-frames N] [--stride S] [--size H W]
+
+Writes into OUT (built in a temporary sibling folder and moved into place, so OUT is never half-written):
+  images/frame_XXXX.png   the frames used, at --size;
+  transforms.json         nerfstudio format: one focal length, one camera-to-world per frame (OpenGL, as
+                          nerfstudio reads it): ``ns-train splatfacto --data OUT`` trains on it;
+  cameras.png             the trajectory (and, where the input has ground truth, the aligned truth).
+Frames: every S-th frame of the input, then N of those chosen evenly, in order; consecutive frames should overlap
+(an object orbit of 50 frames 14 deg apart works; cuts between shots do not). Cost: about half a minute per frame
+at 128 px on a 2-core CPU. What it measured: LEARNING.md, TTO exp 7 (``chair_orbit``: Racc@5 0.91, focal 0.3 %).
+Limits: one focal length, principal point at the centre, no lens distortion, no loop closure; needs texture
+(white backgrounds are ignored, a clip with none fails with a message).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+import torch
+
+from pensieve_ns.errors import PensieveInputError, exit_with_error
+from pensieve_ns.flow.solver import FlowCamerasConfig, solve_cameras
+
+PROG = "pensieve-cameras"
+
+
+@dataclass
+class CamerasConfig:
+    input: Path
+    """A video, an image folder or a nerfstudio scene (the first clip found is used; its cameras are not read)."""
+    output_dir: Path
+    """Created; must not exist or be empty."""
+    num_frames: int = 30
+    stride: int = 1
+    size: Tuple[int, int] = (128, 128)
+    """(H, W) the frames are resized and centre-cropped to before solving."""
+    solver: FlowCamerasConfig = field(default_factory=FlowCamerasConfig)
+    threads: int = 2
+
+
+def solve_input(cfg: CamerasConfig) -> dict:
+    """Read the frames, solve the cameras, write OUT. Returns a summary (frames, focal, timings)."""
+    from pensieve_ns.reconstruct import plot_cameras, read_frames, write_scene
+
+    out = Path(cfg.output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PensieveInputError(out, "output folder exists and is not empty")
+    if min(cfg.size) < 16:
+        raise PensieveInputError(None, f"--size {cfg.size} is too small (at least 16 x 16 pixels)")
+    if cfg.num_frames < 3:
+        raise PensieveInputError(None, f"--num-frames {cfg.num_frames}: the solver needs at least 3 frames")
+    torch.set_num_threads(max(cfg.threads, 1))
+    t = time.perf_counter()
+    images, ids, clip = read_frames(cfg, tuple(cfg.size))
+    if len(images) < 3:
+        raise PensieveInputError(cfg.input, f"needs at least 3 frames after --stride {cfg.stride} (has {len(images)})")
+    frames = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    try:
+        result = solve_cameras(frames, cfg.solver)
+    except ValueError as err:
+        raise PensieveInputError(cfg.input, str(err)) from None
+    seconds = time.perf_counter() - t
+    c2w, K = torch.from_numpy(result.c2w_opencv), torch.from_numpy(result.K)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_scene(tmp, images, ids, c2w, K, {"method": "pensieve-cameras (optical flow + bundle adjustment)",
+                                               "input": str(cfg.input), "median_reprojection_error_px": result.ba_median_error})
+        gt = clip.gt.c2w_opencv[ids] if clip.gt is not None else None
+        plot_cameras(tmp / "cameras.png", result.c2w_opencv, gt)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"frames": len(images), "focal": float(K[0, 0]), "seconds": seconds, "error": result.ba_median_error}
+
+
+def main(cfg: CamerasConfig) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        s = solve_input(cfg)
+    except PensieveInputError as err:
+        exit_with_error(err, PROG)
+    print(f"{PROG}: {s['frames']} frames, focal {s['focal']:.1f} px, median reprojection error {s['error']:.2f} px, "
+          f"{s['seconds']:.0f} s\n  {cfg.output_dir}/: transforms.json, images/, cameras.png\n"
+          f"  train on it: ns-train splatfacto --data {cfg.output_dir}", file=sys.stdout)
+
+
+def entrypoint() -> None:
+    import tyro
+
+    main(tyro.cli(CamerasConfig, description=__doc__.split("\n")[0]))
+
+
+if __name__ == "__main__":
+    entrypoint()

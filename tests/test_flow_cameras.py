@@ -1,0 +1,83 @@
+"""The flow-geometry camera solver (``pensieve_ns.flow``) and ``pensieve-cameras``: small clips, few points."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pensieve_ns.data.synthetic import generate_clip
+from pensieve_ns.errors import PensieveInputError
+from pensieve_ns.eval.poses import focal_error, pair_indices, relative_pose_errors
+from pensieve_ns.flow import FlowCamerasConfig, solve_cameras
+from pensieve_ns.flow.cli import CamerasConfig, solve_input
+from pensieve_ns.flow.correspondences import dense_flows
+
+SMALL = FlowCamerasConfig(points_per_frame=300, focal_candidates=(0.7, 1.0, 1.4), ba_iterations=10)
+
+
+@pytest.fixture(scope="module")
+def arc():
+    return generate_clip(30002, 8, 64, "heldout", path_kind="arc")
+
+
+def _racc(c2w, gt, threshold=5.0):
+    errors = relative_pose_errors(c2w, gt)
+    return float((errors.rot_err < threshold).mean())
+
+
+def test_sift_start_finds_a_large_motion_of_a_fine_texture():
+    """Coarse-to-fine DIS alone loses a fine texture moved far (it averages out at the coarse levels); started from
+    SIFT matches it finds the motion."""
+    rng = np.random.default_rng(0)
+    texture = (rng.random((96, 160)) * 255).astype(np.uint8)
+    texture = cv2.resize(cv2.resize(texture, (80, 48)), (160, 96), interpolation=cv2.INTER_CUBIC)
+    a, b = texture[16:80, 16:80], texture[16:80, 40:104]  # b shows a's content 24 px to the left
+    frames = np.stack([np.repeat(f[..., None], 3, 2) for f in (a, b)])
+    cfg = FlowCamerasConfig(max_gap=1, flow_upsample=2)
+    flow = dense_flows(frames, cfg)[(0, 1)] / cfg.flow_upsample  # pixels of the 64-px frames
+    inner = flow[40:88, 60:120]  # a's columns 30-60 (upsampled), whose content is inside b
+    assert np.median(np.abs(inner[..., 0] + 24.0)) < 0.5
+    assert np.median(np.abs(inner[..., 1])) < 0.5
+
+
+def test_solver_recovers_an_arc_without_cameras(arc):
+    result = solve_cameras(arc.frames, SMALL)
+    assert result.c2w_opencv.shape == (8, 4, 4) and np.allclose(result.c2w_opencv[0], np.eye(4))
+    assert np.isfinite(result.c2w_opencv).all()
+    identity = np.tile(np.eye(4), (8, 1, 1))
+    assert _racc(result.c2w_opencv, arc.c2w_opencv) >= 0.6 > _racc(identity, arc.c2w_opencv)
+    assert focal_error(float(result.K[0, 0]), float(arc.K[0, 0])) < 0.15
+    assert len(pair_indices(8)[0]) == 28
+
+
+def _write_folder(folder: Path, frames: np.ndarray) -> None:
+    folder.mkdir()
+    for k, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"frame_{k:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+
+
+def test_cli_writes_a_nerfstudio_scene(arc, tmp_path):
+    _write_folder(tmp_path / "in", arc.frames)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "in").iterdir())
+    cfg = CamerasConfig(tmp_path / "in", tmp_path / "out", num_frames=8, size=(64, 64), solver=SMALL, threads=1)
+    summary = solve_input(cfg)
+    transforms = json.loads((tmp_path / "out" / "transforms.json").read_text())
+    assert summary["frames"] == 8 and len(transforms["frames"]) == 8
+    assert (transforms["w"], transforms["h"]) == (64, 64) and transforms["fl_x"] == pytest.approx(summary["focal"])
+    c2w_opengl = np.array([f["transform_matrix"] for f in transforms["frames"]])
+    assert np.isfinite(c2w_opengl).all() and (tmp_path / "out" / "cameras.png").exists()
+    assert all((tmp_path / "out" / f["file_path"]).exists() for f in transforms["frames"])
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "in").iterdir()) == before
+    with pytest.raises(PensieveInputError, match="not empty"):
+        solve_input(cfg)
+
+
+def test_cli_featureless_frames_fail_with_a_message(tmp_path):
+    _write_folder(tmp_path / "in", np.full((4, 64, 64, 3), 128, np.uint8))
+    with pytest.raises(PensieveInputError, match="texture"):
+        solve_input(CamerasConfig(tmp_path / "in", tmp_path / "out", size=(64, 64), solver=SMALL, threads=1))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(PensieveInputError, match="at least 3"):
+        solve_input(CamerasConfig(tmp_path / "in", tmp_path / "out2", num_frames=2, solver=SMALL))
