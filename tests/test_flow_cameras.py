@@ -1,12 +1,15 @@
 """The flow-geometry camera solver (``pensieve_ns.flow``) and ``pensieve-cameras``: small clips, few points."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from pensieve_ns.cameras import opengl_to_opencv_c2w
 from pensieve_ns.data.synthetic import generate_clip
 from pensieve_ns.errors import PensieveInputError
 from pensieve_ns.eval.poses import focal_error, pair_indices, relative_pose_errors
@@ -72,6 +75,15 @@ def test_cli_writes_a_nerfstudio_scene(arc, tmp_path):
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "in").iterdir()) == before
     with pytest.raises(PensieveInputError, match="not empty"):
         solve_input(cfg)
+    # nerfstudio reads the scene back with the solved cameras: they still match the truth after the OpenGL round trip.
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    parsed = NerfstudioDataParserConfig(data=tmp_path / "out", train_split_fraction=1.0, auto_scale_poses=False,
+                                        center_method="none", orientation_method="none").setup().get_dataparser_outputs("train")
+    assert len(parsed.image_filenames) == 8 and float(parsed.cameras.fx[0]) == pytest.approx(summary["focal"], rel=1e-4)
+    c2w = np.tile(np.eye(4), (8, 1, 1))
+    c2w[:, :3] = parsed.cameras.camera_to_worlds.double().numpy()
+    assert _racc(opengl_to_opencv_c2w(c2w), arc.c2w_opencv) >= 0.6
 
 
 def test_cli_featureless_frames_fail_with_a_message(tmp_path):
@@ -81,3 +93,8 @@ def test_cli_featureless_frames_fail_with_a_message(tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(PensieveInputError, match="at least 3"):
         solve_input(CamerasConfig(tmp_path / "in", tmp_path / "out2", num_frames=2, solver=SMALL))
+    # The command itself: one line on stderr, exit status 2, nothing written.
+    run = subprocess.run([sys.executable, "-m", "pensieve_ns.flow.cli", "--input", str(tmp_path / "in"), "--output-dir",
+                          str(tmp_path / "out3"), "--size", "64", "64"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr.strip().startswith("pensieve-cameras: error:"), run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and not (tmp_path / "out3").exists()
