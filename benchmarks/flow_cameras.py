@@ -34,11 +34,11 @@ from pensieve_ns.eval.poses import focal_error, pair_indices, relative_pose_erro
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
 
 
-def generated_orbits(n: int) -> List[Dict]:
+def generated_orbits(n: int, first: int = 0) -> List[Dict]:
     from pensieve_ns.data.synthetic import generate_clip
 
     out = []
-    for k in range(n):
+    for k in range(first, first + n):
         for kind in ("orbit", "arc"):
             c = generate_clip(40_000 + k, 60, 128, "heldout", path_kind=kind)
             out.append({"name": f"gen_{k:02d}_{kind}", "images": c.frames[::3], "c2w": c.c2w_opencv[::3], "fx": float(c.K[0, 0])})
@@ -63,6 +63,7 @@ def pose_row(c2w: np.ndarray, gt: np.ndarray, max_gap: int) -> Dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--generated", type=int, default=4, help="clips per path kind")
+    ap.add_argument("--first", type=int, default=0, help="first generated clip (seed 40000 + first)")
     ap.add_argument("--no-chair", action="store_true")
     ap.add_argument("--max-pair-gap", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
@@ -70,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = FlowCamerasConfig()
-    clips = ([] if args.no_chair else [chair_clip(4)]) + generated_orbits(args.generated)
+    clips = ([] if args.no_chair else [chair_clip(4)]) + generated_orbits(args.generated, args.first)
     rows = []
     for clip in clips:
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Correspondences of one clip for the flow-geometry camera solver (``flow_cameras_solver.py``, an experiment):
+"""Correspondences of one clip for the flow-geometry camera solver (``pensieve_ns.flow.solver``):
 textured samples per frame, dense optical flow between nearby frames, and where each sample lands in the other
 frames (direct flow up to max_gap frames apart, chained tracks beyond). Settings are the solver's
 ``FlowCamerasConfig``.
