@@ -26,8 +26,8 @@ The pipeline, for L frames in temporal order:
 
 Measured (LEARNING.md, TTO exp 6-7): ``chair_orbit`` every 4th frame at 128 px, its one pre-declared run:
 Racc@5 0.91 for pairs within 10 frames (COLMAP 0.06), focal error 0.3 %, 23 min on this 2-core CPU. Generated
-room orbits and arcs are harder (a big central object in front of far, finely textured walls): Racc@5 0.0 to 0.8
-per held-out clip, and the focal length trades against the rotation size there.
+room orbits and arcs are harder (a big central object in front of far, finely textured walls): Racc@5 0.00 to
+1.00 per held-out clip (mean 0.59 over 8), and the focal length trades against the rotation size there.
 
 Conventions: images are [L, H, W, 3] uint8 RGB; pixel (x, y) of the array has its centre at (x + 0.5, y + 0.5),
 as in ``cameras.intrinsics_matrix`` (cx = W / 2). Cameras out are OpenCV camera-to-world [L, 4, 4] (x right,
