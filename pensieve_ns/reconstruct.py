@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,27 @@ def write_ply(path: Path, model) -> None:
     for k, v in columns.items():
         data[k] = v.detach().cpu().numpy()
     PlyData([PlyElement.describe(data, "vertex")]).write(str(path))
+
+
+def check_output_folder(out: Path) -> None:
+    """The user's output folder must not exist, or be an empty folder (nothing of theirs is overwritten)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PensieveInputError(out, "output folder exists and is not empty")
+
+
+@contextmanager
+def staged_folder(out: Path):
+    """Yield a temporary folder next to ``out`` to write into; moved into place as ``out`` when the block ends
+    without an error, removed either way, so ``out`` is never half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_scene(folder: Path, images: torch.Tensor, ids, c2w_opencv: torch.Tensor, K: torch.Tensor, about: dict) -> None:
@@ -199,8 +221,7 @@ def reconstruct(cfg: ReconstructConfig) -> dict:
     """Write everything into a temporary folder next to OUT, then move it into place, with a progress bar.
     Returns counts and timings."""
     out = Path(cfg.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PensieveInputError(out, "output folder exists and is not empty")
+    check_output_folder(out)
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:
@@ -247,9 +268,7 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
         parts["opacities"].append(gs.opacities[0])
         parts["colors"].append(gs.colors[0])
     merged = {k: torch.cat(v) for k, v in parts.items()} if has_gaussians else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         t = time.perf_counter()
         write_scene(tmp, images, ids, c2w, K, {"checkpoint": str(ckpt), "method": trainer_config.method_name,
                                                "input": str(cfg.input), "context_frames": context, "window_starts": starts})
@@ -268,11 +287,6 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
         plot_cameras(tmp / "cameras.png", c2w.double().numpy(), gt)
         progress.update(task, description="done", advance=1)
         times["write"] = time.perf_counter() - t
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {"frames": L, "context": sorted(set(context)), "windows": len(starts), "times": times,
             "gaussians": int(merged["means"].shape[0]) if has_gaussians else 0}
 

@@ -17,10 +17,7 @@ Limits: one focal length, principal point at the centre, no lens distortion, no 
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +48,10 @@ class CamerasConfig:
 
 def solve_input(cfg: CamerasConfig) -> dict:
     """Read the frames, solve the cameras, write OUT. Returns a summary (frames, focal, timings)."""
-    from pensieve_ns.reconstruct import plot_cameras, read_frames, write_scene
+    from pensieve_ns.reconstruct import check_output_folder, plot_cameras, read_frames, staged_folder, write_scene
 
     out = Path(cfg.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PensieveInputError(out, "output folder exists and is not empty")
+    check_output_folder(out)
     if min(cfg.size) < 16:
         raise PensieveInputError(None, f"--size {cfg.size} is too small (at least 16 x 16 pixels)")
     if cfg.num_frames < 3:
@@ -72,18 +68,11 @@ def solve_input(cfg: CamerasConfig) -> dict:
         raise PensieveInputError(cfg.input, str(err)) from None
     seconds = time.perf_counter() - t
     c2w, K = torch.from_numpy(result.c2w_opencv), torch.from_numpy(result.K)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         write_scene(tmp, images, ids, c2w, K, {"method": "pensieve-cameras (optical flow + bundle adjustment)",
                                                "input": str(cfg.input), "median_reprojection_error_px": result.ba_median_error})
         gt = clip.gt.c2w_opencv[ids] if clip.gt is not None else None
         plot_cameras(tmp / "cameras.png", result.c2w_opencv, gt)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {"frames": len(images), "focal": float(K[0, 0]), "seconds": seconds, "error": result.ba_median_error}
 
 

@@ -51,12 +51,17 @@ def compose_flow(f_ab: np.ndarray, f_bc: np.ndarray) -> np.ndarray:
     return (f_ab + step).astype(np.float32)
 
 
-def sift_matches(grey_a: np.ndarray, grey_b: np.ndarray, ratio: float = 0.8, threshold: float = 2.0):
-    """Mutual nearest-neighbour SIFT matches (Lowe's ratio test) between two grey images that fit one fundamental
-    matrix (MAGSAC, threshold in pixels). Returns positions [M, 2] in a and in b (array coordinates)."""
-    sift = cv2.SIFT_create(nfeatures=4000, contrastThreshold=0.01)
-    ka, da = sift.detectAndCompute(grey_a, None)
-    kb, db = sift.detectAndCompute(grey_b, None)
+def sift_features(grey: np.ndarray):
+    """SIFT keypoints of one grey image: (positions [K, 2] float32 in array coordinates, descriptors [K, 128] or
+    None). Computed once per frame, then matched against each neighbour."""
+    keypoints, descriptors = cv2.SIFT_create(nfeatures=4000, contrastThreshold=0.01).detectAndCompute(grey, None)
+    return np.float32([k.pt for k in keypoints]).reshape(-1, 2), descriptors
+
+
+def sift_matches(features_a, features_b, ratio: float = 0.8, threshold: float = 2.0):
+    """Mutual nearest-neighbour SIFT matches (Lowe's ratio test) between two frames' ``sift_features`` that fit one
+    fundamental matrix (MAGSAC, threshold in pixels). Returns positions [M, 2] in a and in b (array coordinates)."""
+    (ka, da), (kb, db) = features_a, features_b
     empty = np.zeros((0, 2), np.float32)
     if da is None or db is None or len(ka) < 8 or len(kb) < 8:
         return empty, empty
@@ -64,8 +69,8 @@ def sift_matches(grey_a: np.ndarray, grey_b: np.ndarray, ratio: float = 0.8, thr
     back = {m.queryIdx: m.trainIdx for m in matcher.match(db, da)}
     good = [m[0] for m in matcher.knnMatch(da, db, k=2)
             if len(m) == 2 and m[0].distance < ratio * m[1].distance and back.get(m[0].trainIdx) == m[0].queryIdx]
-    pa = np.float32([ka[m.queryIdx].pt for m in good]).reshape(-1, 2)
-    pb = np.float32([kb[m.trainIdx].pt for m in good]).reshape(-1, 2)
+    pa = ka[[m.queryIdx for m in good]].reshape(-1, 2)
+    pb = kb[[m.trainIdx for m in good]].reshape(-1, 2)
     if len(pa) < 8:
         return empty, empty
     F, mask = cv2.findFundamentalMat(pa, pb, cv2.USAC_MAGSAC, threshold, 0.999)
@@ -95,6 +100,7 @@ def dense_flows(frames: np.ndarray, cfg: FlowCamerasConfig) -> Dict[Tuple[int, i
     so a large motion is found as a refinement of chained small ones rather than searched from zero."""
     up = cfg.flow_upsample
     grey = [_grey(f, up) for f in frames]
+    features = [sift_features(g) for g in grey] if cfg.sparse_init else None
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     flows: Dict[Tuple[int, int], np.ndarray] = {}
     for g in range(1, cfg.max_gap + 1):
@@ -103,7 +109,7 @@ def dense_flows(frames: np.ndarray, cfg: FlowCamerasConfig) -> Dict[Tuple[int, i
                 if g == 1:
                     init = None
                     if cfg.sparse_init:
-                        pa, pb = sift_matches(grey[a], grey[b])
+                        pa, pb = sift_matches(features[a], features[b])
                         if len(pa) >= 12:
                             init = interpolated_flow(pa, pb, *grey[a].shape)
                     flows[(a, b)] = dis.calc(grey[a], grey[b], init)
