@@ -9,7 +9,9 @@ Clips:
   generated     ``--generated N`` clips per path kind (orbit, arc) at 128 px, seeds 40000+ of the held-out split
                 (seeds no other benchmark uses), 60 frames rendered, every 3rd kept (20 frames, 6-18 deg apart).
 Cameras are never given to the solver (focal length estimated). Metrics over the pairs at most ``--max-pair-gap``
-frames apart: Racc/Tacc at 5/15/30 deg, median rotation error, focal error; wall time per clip on this CPU.
+frames apart: Racc/Tacc at 5/15/30 deg, median rotation error, focal error; wall time per clip on this CPU. On
+generated clips also depth AbsRel (median-scaled) of the solver's per-sample depths against the rendered z-depth
+at those pixels, with the share of samples that got a depth (the identity row: one constant depth, all samples).
 
     python benchmarks/flow_cameras.py --generated 4 --out benchmarks/results/flow_cameras
 """
@@ -30,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vs_colmap import chair_clip  # noqa: E402
+from pensieve_ns.eval.metrics import depth_abs_rel  # noqa: E402
 from pensieve_ns.eval.poses import focal_error, pair_indices, relative_pose_errors, rotation_angle_deg  # noqa: E402
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
 
@@ -41,7 +44,8 @@ def generated_orbits(n: int, first: int = 0) -> List[Dict]:
     for k in range(first, first + n):
         for kind in ("orbit", "arc"):
             c = generate_clip(40_000 + k, 60, 128, "heldout", path_kind=kind)
-            out.append({"name": f"gen_{k:02d}_{kind}", "images": c.frames[::3], "c2w": c.c2w_opencv[::3], "fx": float(c.K[0, 0])})
+            out.append({"name": f"gen_{k:02d}_{kind}", "images": c.frames[::3], "c2w": c.c2w_opencv[::3], "fx": float(c.K[0, 0]),
+                        "depth": c.depth[::3]})
     return out
 
 
@@ -58,6 +62,17 @@ def pose_row(c2w: np.ndarray, gt: np.ndarray, max_gap: int) -> Dict:
     steps = [rotation_angle_deg(np.linalg.inv(gt[k])[:3, :3] @ gt[k + 1][:3, :3]) for k in range(len(gt) - 1)]
     row["max_true_step"] = float(max(steps))
     return row
+
+
+def sample_depth_row(res, depth_maps: np.ndarray, constant: bool = False) -> Dict:
+    """Depth AbsRel (median-scaled) of the solver's per-sample depths against the true z-depth at those pixels, over
+    all frames, and the share of samples that have a depth. constant: the trivial baseline, one depth everywhere."""
+    pred, gt = [], []
+    for d, pix, z in zip(depth_maps, res.sample_pixels, res.sample_depth):
+        gt.append(d[pix[:, 1].astype(int), pix[:, 0].astype(int)])
+        pred.append(np.ones_like(z) if constant else z)
+    pred, gt = np.concatenate(pred), np.concatenate(gt)
+    return {"depth_abs_rel": depth_abs_rel(pred, gt), "depth_coverage": float(np.isfinite(pred).mean())}
 
 
 def main() -> None:
@@ -85,17 +100,20 @@ def main() -> None:
             row = {"clip": clip["name"], "method": method, **pose_row(c2w, clip["c2w"], args.max_pair_gap)}
             row["focal_err"] = None if fx is None else focal_error(fx, clip["fx"])
             row["seconds"] = seconds if method == "flow+BA" else None
+            if clip.get("depth") is not None and method != "flow, before final BA":
+                row.update(sample_depth_row(res, clip["depth"], constant=method == "identity"))
             rows.append(row)
             print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "rows": rows}, indent=1))
-    lines = ["| clip | method | Racc@5 | Racc@15 | Tacc@5 | rot err med | focal err | seconds | max true step |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| clip | method | Racc@5 | Racc@15 | Tacc@5 | rot err med | focal err | depth AbsRel (samples) | seconds | max true step |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fe = "-" if r["focal_err"] is None else f"{r['focal_err']:.3f}"
         sec = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
+        ar = f"{r['depth_abs_rel']:.3f} ({r['depth_coverage']:.0%})" if "depth_abs_rel" in r else "-"
         lines.append(f"| {r['clip']} | {r['method']} | {r['Racc@5']:.2f} | {r['Racc@15']:.2f} | {r['Tacc@5']:.2f} | "
-                     f"{r['rot_err_median']:.1f} | {fe} | {sec} | {r['max_true_step']:.0f} |")
+                     f"{r['rot_err_median']:.1f} | {fe} | {ar} | {sec} | {r['max_true_step']:.0f} |")
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

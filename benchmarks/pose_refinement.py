@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pensieve_ns.data.sources import nerfstudio_clip  # noqa: E402
 from pensieve_ns.data.synthetic import generate_clip  # noqa: E402
+from pensieve_ns.eval.metrics import depth_abs_rel  # noqa: E402
 from pensieve_ns.eval.poses import focal_error, relative_pose_errors, umeyama  # noqa: E402
 from pensieve_ns.refine import RefineConfig, refine_clip  # noqa: E402
 
@@ -52,12 +53,6 @@ def pose_scores(pred: np.ndarray, gt: np.ndarray, max_sep: int = 0) -> Dict[str,
     return out
 
 
-def abs_rel(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Median-scaled absolute relative depth error over pixels with gt > 0."""
-    valid = gt > 0
-    p, g = pred[valid], gt[valid]
-    p = p * np.median(g) / np.median(p)
-    return float(np.mean(np.abs(p - g) / g))
 
 
 def load_prior(path: Path):
@@ -108,7 +103,7 @@ def run_clip(name: str, images: torch.Tensor, gt_c2w: np.ndarray, gt_fx: float, 
     if max_sep:
         row["refined_all_pairs"] = pose_scores(pred, gt_c2w)
     if gt_depth is not None:
-        row["depth_abs_rel"] = abs_rel(result.depth[:, 0].double().numpy(), gt_depth)
+        row["depth_abs_rel"] = depth_abs_rel(result.depth[:, 0].double().numpy(), gt_depth)
     row["_pred"] = pred
     r = row["refined"]
     print(f"  {name}: Racc@5/15/30 {r['Racc@5']:.2f}/{r['Racc@15']:.2f}/{r['Racc@30']:.2f} (identity "

@@ -43,6 +43,7 @@ from pensieve_ns.data.frames import resize_center_crop  # noqa: E402
 from pensieve_ns.data.sampler import ClipSamplerConfig, SampleSpec, TrainBatchSampler, eval_specs  # noqa: E402
 from pensieve_ns.data.sources import find_clips  # noqa: E402
 from pensieve_ns.data.synthetic import write_dataset  # noqa: E402
+from pensieve_ns.eval.metrics import depth_abs_rel  # noqa: E402
 from pensieve_ns.eval.poses import focal_error, relative_pose_errors, summarise  # noqa: E402
 from pensieve_ns.model.pensieve import PensieveModel, PensieveModelConfig  # noqa: E402
 from pensieve_ns.model.vit import ViTSize  # noqa: E402
@@ -95,13 +96,6 @@ def train_for(model, dataset, sampler, minutes: float, lr: float, warmup: int = 
     return curve
 
 
-def abs_rel(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
-    """Mean |s*pred - gt| / gt over valid pixels, s = median(gt) / median(pred) (scale-free)."""
-    p, g = pred[mask], gt[mask]
-    if len(g) < 10:
-        return float("nan")
-    p = p * np.median(g) / max(np.median(p), 1e-8)
-    return float(np.mean(np.abs(p - g) / g))
 
 
 @torch.no_grad()
@@ -121,7 +115,7 @@ def evaluate(model, items: List[Dict], depths: Optional[List[np.ndarray]]) -> Di
             if depths is not None:
                 d = out["depth_gs"][0, :, 0].numpy()
                 alpha = out["alpha_gs"][0, :, 0].numpy()
-                row["depth_absrel"] = float(np.nanmean([abs_rel(d[i], depths[k][i], (alpha[i] > 0.5) & (depths[k][i] > 0))
+                row["depth_absrel"] = float(np.nanmean([depth_abs_rel(d[i], depths[k][i], (alpha[i] > 0.5) & (depths[k][i] > 0))
                                                         for i in range(len(imgs))]))
         rows.append(row)
         gt = item["gt_c2w_opencv"].double().numpy()

@@ -15,7 +15,7 @@ import torch
 from pensieve_ns.cameras import axis_angle_to_matrix, invert_rigid
 from pensieve_ns.eval.align import apply_similarity, markley_mean, similarity_from_cameras
 from pensieve_ns.eval.poses import absolute_trajectory_error, pose_auc, relative_pose_errors, summarise, umeyama
-from pensieve_ns.eval.metrics import image_metrics, lpips_metric
+from pensieve_ns.eval.metrics import depth_abs_rel, image_metrics, lpips_metric
 from pensieve_ns.eval.protocol import refine_target_cameras
 
 BIN = Path(sys.executable).parent
@@ -44,6 +44,19 @@ def test_identical_images_give_infinite_psnr_ssim_one_lpips_zero():
     assert m["psnr"] == math.inf and m["ssim"] == pytest.approx(1.0, abs=1e-6) and m["lpips"] == pytest.approx(0.0, abs=1e-7)
     noisy = image_metrics((img + 0.1 * torch.randn_like(img)).clamp(0, 1), img, None)
     assert 15 < noisy["psnr"] < 30 and noisy["ssim"] < 0.99 and noisy["lpips"] is None  # absent, not 0
+
+
+def test_depth_abs_rel_is_scale_free_and_skips_invalid_entries():
+    gt = np.linspace(1.0, 5.0, 100)
+    assert depth_abs_rel(3.7 * gt, gt) == pytest.approx(0.0, abs=1e-12)
+    pred = 2.0 * gt
+    pred[::2] *= 1.1  # half the entries 10 % too deep, before scaling
+    assert 0.0 < depth_abs_rel(pred, gt) < 0.1
+    pred[:10] = np.nan  # no depth there: left out, not counted as an error
+    gt_holes = gt.copy()
+    gt_holes[10:20] = 0.0  # no ground truth there
+    assert np.isfinite(depth_abs_rel(pred, gt_holes))
+    assert np.isnan(depth_abs_rel(pred, gt, mask=np.arange(100) < 15))  # 5 valid entries: no figure
 
 
 def test_a_known_rotation_offset_gives_the_expected_accuracies_and_auc():

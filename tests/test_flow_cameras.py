@@ -13,7 +13,9 @@ from pensieve_ns.cameras import opengl_to_opencv_c2w
 from pensieve_ns.data.synthetic import generate_clip
 from pensieve_ns.errors import PensieveInputError
 from pensieve_ns.eval.poses import focal_error, relative_pose_errors
+from pensieve_ns.eval.metrics import depth_abs_rel
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras
+from pensieve_ns.flow.bundle import FlowBundle
 from pensieve_ns.flow.cli import CamerasConfig, solve_input
 from pensieve_ns.flow.correspondences import dense_flows
 
@@ -52,6 +54,31 @@ def test_solver_recovers_an_arc_without_cameras(arc):
     identity = np.tile(np.eye(4), (8, 1, 1))
     assert _racc(result.c2w_opencv, arc.c2w_opencv) >= 0.6 > _racc(identity, arc.c2w_opencv)
     assert focal_error(float(result.K[0, 0]), float(arc.K[0, 0])) < 0.15
+    # Per-sample depths: up to scale, close to the rendered z-depth (a constant depth is far off)
+    pix, z = np.concatenate(result.sample_pixels), np.concatenate(result.sample_depth)
+    frame = np.concatenate([np.full(len(p), k) for k, p in enumerate(result.sample_pixels)])
+    gt = arc.depth[frame, pix[:, 1].astype(int), pix[:, 0].astype(int)]
+    assert np.isfinite(z).mean() > 0.5
+    assert depth_abs_rel(z, gt) < 0.5 * depth_abs_rel(np.ones_like(z), gt)
+
+
+def test_outlier_rejection_drops_wrong_observations_only():
+    """Observations that disagree with the cameras and depths by more than the threshold are left out of later
+    adjustments; the rest stay."""
+    W = H = 64
+    focal, n = 60.0, 200
+    rng = np.random.default_rng(0)
+    pix = rng.uniform(4, 60, (n, 2))
+    depth = rng.uniform(2, 4, n)
+    c2w = np.tile(np.eye(4), (2, 1, 1))
+    c2w[1, 0, 3] = 0.3  # frame 1: 0.3 to the right
+    X = np.concatenate([(pix - 32) / focal, np.ones((n, 1))], 1) * depth[:, None]
+    target = focal * (X[:, :2] - [0.3, 0.0]) / X[:, 2:] + 32
+    target[:20] += 6.0  # 20 wrong matches
+    bundle = FlowBundle([pix, np.zeros((0, 2))], [(0, 1, np.arange(n), target)], W, H)
+    assert np.allclose(bundle.residuals(c2w, depth, focal)[20:], 0, atol=1e-9)
+    assert bundle.reject_outliers(c2w, depth, focal, threshold=2.0) == pytest.approx(0.1)
+    assert not bundle.inlier[:20].any() and bundle.inlier[20:].all()
 
 
 def _write_folder(folder: Path, frames: np.ndarray) -> None:

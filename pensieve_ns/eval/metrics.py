@@ -1,9 +1,11 @@
-"""Image metrics of rendered frames: torchmetrics PSNR and SSIM, LPIPS where a network is given."""
+"""Image metrics of rendered frames (torchmetrics PSNR and SSIM, LPIPS where a network is given) and the
+median-scaled depth error."""
 
 from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -44,3 +46,17 @@ def held_out_image_metrics(
     row = lambda x: torch.cat(list(x.permute(0, 2, 3, 1)), dim=1)  # noqa: E731  [T,3,H,W] -> [H, T*W, 3]
     metrics = {"psnr": m["psnr"], "ssim": m["ssim"], "psnr_blend_context": image_metrics(blend, g)["psnr"]}
     return metrics, {"img": torch.cat([row(g), row(p)], dim=0)}
+
+
+def depth_abs_rel(pred: np.ndarray, gt: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
+    """AbsRel after median scaling: mean |s * pred - gt| / gt, s = median(gt) / median(pred), over the entries
+    (any shape, pred and gt alike) where gt > 0, pred is finite and positive, and mask (if given) holds. Scale-free,
+    as self-supervised depth is. NaN where fewer than 10 entries are valid."""
+    valid = (gt > 0) & np.isfinite(pred) & (pred > 0)
+    if mask is not None:
+        valid &= mask
+    p, g = pred[valid], gt[valid]
+    if len(g) < 10:
+        return float("nan")
+    p = p * np.median(g) / np.median(p)
+    return float(np.mean(np.abs(p - g) / g))

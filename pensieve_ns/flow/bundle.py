@@ -49,6 +49,8 @@ class FlowBundle:
         self.S = np.concatenate([self.offsets[o[0]] + o[2] for o in observations])
         self.target = np.concatenate([o[3] for o in observations])
         self.pix = np.concatenate(samples)
+        self.inlier = np.ones(len(self.I), bool)
+        """[observations] False: rejected as an outlier (``reject_outliers``), left out of every adjustment."""
 
     def world_points(self, frame_obs, c2w, depth, focal):
         """For observations (i, j, idx, pos): world points [M, 3] of samples[i][idx] with a depth, and their pos."""
@@ -75,6 +77,27 @@ class FlowBundle:
             depth[rows[todo][ok]] = d[ok]
         return depth
 
+    def residuals(self, c2w, depth, focal) -> np.ndarray:
+        """Reprojection error (pixels) of every observation [observations]; NaN where a frame is unregistered or
+        the sample has no depth."""
+        ray = _rays(self.pix[self.S], focal, self.W, self.H) * depth[self.S, None]
+        X = np.einsum("nab,nb->na", c2w[self.I, :3, :3], ray) + c2w[self.I, :3, 3]
+        Xj = np.einsum("nba,nb->na", c2w[self.J, :3, :3], X - c2w[self.J, :3, 3])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            proj = focal * Xj[:, :2] / Xj[:, 2:] + [self.W / 2, self.H / 2]
+            err = np.linalg.norm(proj - self.target, axis=1)
+        return np.where(Xj[:, 2] <= 0, np.inf, err)  # behind camera j: an outlier; NaN stays NaN
+
+    def reject_outliers(self, c2w, depth, focal, threshold: float) -> float:
+        """Mark observations whose reprojection error exceeds threshold pixels as outliers (``inlier`` False), for
+        good: the Cauchy loss still pulls with most of its strength at 2-5 px, where wrong flow at occlusion
+        boundaries lands. Returns the fraction of evaluated observations rejected."""
+        err = self.residuals(c2w, depth, focal)
+        evaluated = self.inlier & ~np.isnan(err)
+        bad = evaluated & ~(err <= threshold)
+        self.inlier &= ~bad
+        return float(bad.sum() / max(evaluated.sum(), 1))
+
     def adjust(self, c2w, depth, focal, free: np.ndarray, iterations: int, optimise_focal: bool):
         """Robust bundle adjustment by Levenberg-Marquardt with the depths eliminated (Schur complement): minimise
         sum log(1 + r^2) over the reprojection residuals r (pixels, x and y apart) of every observation between
@@ -89,7 +112,7 @@ class FlowBundle:
 
         L = self.L
         registered = np.isfinite(c2w[:, 0, 0])
-        active = registered[self.I] & registered[self.J] & np.isfinite(depth[self.S])
+        active = self.inlier & registered[self.I] & registered[self.J] & np.isfinite(depth[self.S])
         if not active.any():  # nothing links the registered frames yet: nothing to adjust
             return c2w, depth, focal, float("nan")
         I, J = self.I[active], self.J[active]

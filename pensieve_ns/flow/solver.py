@@ -10,7 +10,9 @@ The pipeline, for L frames in temporal order:
   1. ``frame_samples``: up to points_per_frame textured pixels per frame (structure-tensor minimum eigenvalue).
   2. ``dense_flows``: DIS optical flow (OpenCV) both ways between frames i and i+g, g = 1..max_gap, on frames
      upsampled by flow_upsample; adjacent frames start from SIFT matches interpolated over the frame
-     (``sift_matches``, ``interpolated_flow``), longer gaps from the composition of shorter flows.
+     (``sift_matches``, ``interpolated_flow``) or, with velocity_init, only an anchor pair does and the others
+     start from their neighbour's flow (constant velocity, ``velocity_chain``: repeated textures); longer gaps
+     start from the composition of shorter flows.
   3. Observations: where each sample lands in the other frames, forward-backward consistent
      (``flow_observations``): directly for gaps up to max_gap, by tracks chained through adjacent flows up to
      track_length frames (``tracked_observations``).
@@ -22,7 +24,8 @@ The pipeline, for L frames in temporal order:
   6. ``register_incrementally``: each next frame by PnP (RANSAC) on the points registered frames see in it,
      triangulation of new samples (``FlowBundle.triangulate``), robust bundle adjustment of a sliding window
      (``FlowBundle.adjust``: Cauchy loss on reprojection residuals, Levenberg-Marquardt with Schur complement).
-  7. A final bundle adjustment of all frames, the focal length included.
+  7. A final bundle adjustment of all frames, the focal length included; with reject_threshold, observations
+     that still disagree by more than that are dropped and it is rerun (``FlowBundle.reject_outliers``).
 
 Measured (LEARNING.md, TTO exp 6-7): ``chair_orbit`` every 4th frame at 128 px, its one pre-declared run:
 Racc@5 0.91 for pairs within 10 frames (COLMAP 0.06), focal error 0.3 %, 23 min on this 2-core CPU. Generated
@@ -50,7 +53,7 @@ from pensieve_ns.flow.correspondences import clip_observations
 
 @dataclass
 class FlowCamerasConfig:
-    max_gap: int = 3
+    max_gap: int = 1
     """Direct flow is computed between frames up to this far apart; their observations come from it."""
     points_per_frame: int = 1500
     """Textured pixels sampled per frame: the points whose flow is followed, and whose depths bundle adjustment
@@ -89,6 +92,13 @@ class FlowCamerasConfig:
     """Adjacent-frame flow starts from SIFT matches interpolated over the frame, not from zero: coarse-to-fine DIS
     misses large motions of fine textures (they average out at its coarse levels) and then reports a small,
     forward-backward consistent, wrong flow (development orbit 30003: median error 24 px -> 0.7 px)."""
+    reject_threshold: float = 1.5
+    """After the final bundle adjustment, observations with a reprojection error above this many pixels are dropped
+    and the adjustment rerun, twice (0: off). The Cauchy loss still pulls with most of its strength at 2-5 px,
+    where wrong flow at occlusion boundaries and on repeated textures lands."""
+    velocity_init: bool = True
+    """Adjacent-frame flow i -> i+1 (i > 0) starts from the flow i -> i-1 negated (constant velocity) and the back
+    flow from the inverse of the forward one; only the first pair starts from SIFT matches."""
     seed: int = 0
 
 
@@ -105,6 +115,11 @@ class FlowCamerasResult:
     focal_incremental: float = float("nan")
     ba_median_error: float = float("nan")
     """Median reprojection error (pixels) after bundle adjustment."""
+    sample_pixels: List[np.ndarray] = field(default_factory=list)
+    """Per frame [N_i, 2]: the pixel centres (x + 0.5, y + 0.5) whose depth the solver estimated."""
+    sample_depth: List[np.ndarray] = field(default_factory=list)
+    """Per frame [N_i]: z-depth of those pixels in the scale of c2w_opencv (unknown metric scale); NaN where a
+    sample never got a depth (too little parallax, or no consistent match)."""
 
 def sampson_distance(E: np.ndarray, K: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
     """First-order geometric distance (pixels) of matches [N, 2] to the epipolar geometry of E [3, 3] under K."""
@@ -238,5 +253,13 @@ def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig
     if cfg.ba_iterations > 0:
         free = np.arange(L) > 0
         c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, cfg.optimise_focal)
+        for _ in range(2 if cfg.reject_threshold > 0 else 0):
+            bundle.reject_outliers(c2w, depth, focal, cfg.reject_threshold)
+            c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, cfg.optimise_focal)
+        supported = np.zeros(len(depth), bool)
+        supported[bundle.S[bundle.inlier]] = True
+        depth = np.where(supported, depth, np.nan)  # every observation of the sample rejected: no depth
         result.c2w_opencv, result.K, result.ba_median_error = c2w, intrinsics_matrix(focal, focal, W / 2, H / 2), err
+    result.sample_pixels = samples
+    result.sample_depth = [depth[a:b] for a, b in zip(bundle.offsets[:-1], bundle.offsets[1:])]
     return result

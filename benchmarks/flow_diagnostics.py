@@ -1,0 +1,105 @@
+"""Development diagnostics of the flow-geometry camera solver (``pensieve_ns.flow``) on DEVELOPMENT generated clips
+(held-out split, seeds 30000+: never reported; ``flow_cameras.py`` reports on 40000+ and the chair).
+
+Per clip (60 frames rendered at 128 px, every 3rd kept, as ``flow_cameras.py``):
+  - the observations' errors against reference correspondences from the true depth and cameras (median, share
+    beyond 3 px, share occluded in the other frame);
+  - bundle adjustment started from the TRUTH (cameras, depths, focal length): where it drifts to, plain (Cauchy)
+    and with outlier rejection rounds (``--reject`` pixels): if it drifts from the truth, no start can be saved
+    by a better start;
+  - with ``--solve``: the whole solver as configured (``FlowCamerasConfig`` plus ``--set key=value``).
+
+    python benchmarks/flow_diagnostics.py --seeds 30000 30003 --kinds orbit --reject 2.0 --solve
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from flow_cameras import pose_row  # noqa: E402
+from pensieve_ns.eval.poses import focal_error  # noqa: E402
+from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
+from pensieve_ns.flow.bundle import FlowBundle, _rays  # noqa: E402
+from pensieve_ns.flow.correspondences import clip_observations  # noqa: E402
+
+
+def reference_errors(bundle: FlowBundle, depth_maps: np.ndarray, c2w: np.ndarray, focal: float):
+    """Per observation: error (px) against the reprojected true point, and whether that point is hidden in frame j
+    (its depth there exceeds the rendered depth by 2 %)."""
+    d = depth_maps[bundle.I, bundle.pix[bundle.S, 1].astype(int), bundle.pix[bundle.S, 0].astype(int)]
+    ray = _rays(bundle.pix[bundle.S], focal, bundle.W, bundle.H) * d[:, None]
+    X = np.einsum("nab,nb->na", c2w[bundle.I, :3, :3], ray) + c2w[bundle.I, :3, 3]
+    Xj = np.einsum("nba,nb->na", c2w[bundle.J, :3, :3], X - c2w[bundle.J, :3, 3])
+    proj = focal * Xj[:, :2] / Xj[:, 2:] + [bundle.W / 2, bundle.H / 2]
+    err = np.linalg.norm(proj - bundle.target, axis=1)
+    px = np.clip(proj.astype(int), 0, [bundle.W - 1, bundle.H - 1])
+    hidden = Xj[:, 2] > 1.02 * depth_maps[bundle.J, px[:, 1], px[:, 0]]
+    return err, hidden
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[30000])
+    ap.add_argument("--kinds", nargs="+", default=["orbit", "arc"])
+    ap.add_argument("--reject", type=float, nargs="*", default=[], help="rejection thresholds (px) to try from the truth")
+    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--solve", action="store_true")
+    ap.add_argument("--no-truth", action="store_true", help="skip the plain adjustment from the truth")
+    ap.add_argument("--set", nargs="*", default=[], help="FlowCamerasConfig overrides, key=value")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from pensieve_ns.data.synthetic import generate_clip
+
+    cfg = FlowCamerasConfig(**{k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)})
+    for seed in args.seeds:
+        for kind in args.kinds:
+            assert seed < 40_000, "diagnostics run on development seeds only"
+            c = generate_clip(seed, 60, 128, "heldout", path_kind=kind)
+            frames, gt, dmaps, f = c.frames[::3], c.c2w_opencv[::3], c.depth[::3], float(c.K[0, 0])
+            gt = np.linalg.inv(gt[0]) @ gt
+            t0 = time.perf_counter()
+            samples, observations, _ = clip_observations(frames, cfg)
+            bundle = FlowBundle(samples, observations, 128, 128)
+            err, hidden = reference_errors(bundle, dmaps, gt, f)
+            row = {"clip": f"{seed}_{kind}", "obs": len(err), "flow_s": round(time.perf_counter() - t0, 1),
+                   "err_med": float(np.median(err)), "beyond3": float((err > 3).mean()), "hidden": float(hidden.mean()),
+                   "beyond3_visible": float((err[~hidden] > 3).mean())}
+            depth0 = np.concatenate([d[s[:, 1].astype(int), s[:, 0].astype(int)] for d, s in zip(dmaps, samples)])
+            for thr in ([] if args.no_truth else [None]) + list(args.reject):
+                b = FlowBundle(samples, observations, 128, 128)
+                c2w, depth, focal = gt.copy(), depth0.copy(), f
+                free = np.arange(len(gt)) > 0
+                c2w, depth, focal, _ = b.adjust(c2w, depth, focal, free, args.iterations, True)
+                for _ in range(0 if thr is None else 2):  # reject, re-adjust: twice
+                    b.reject_outliers(c2w, depth, focal, thr)
+                    c2w, depth, focal, _ = b.adjust(c2w, depth, focal, free, args.iterations, True)
+                if thr is not None:
+                    row[f"rejected@{thr}"] = round(1 - b.inlier.mean(), 3)
+                p = pose_row(c2w, gt, 10)
+                row[f"from_truth{'' if thr is None else f'_reject{thr}'}"] = {
+                    "Racc@5": round(p["Racc@5"], 2), "rot_med": round(p["rot_err_median"], 2),
+                    "focal_err": round(focal_error(focal, f), 3)}
+            if args.solve:
+                t0 = time.perf_counter()
+                res = solve_cameras(frames, cfg)
+                p = pose_row(res.c2w_opencv, gt, 10)
+                row["solve"] = {"Racc@5": round(p["Racc@5"], 2), "rot_med": round(p["rot_err_median"], 2),
+                                "focal_err": round(focal_error(float(res.K[0, 0]), f), 3),
+                                "s": round(time.perf_counter() - t0)}
+            print(json.dumps({"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k in dict(s.split("=", 1) for s in args.set)}, **row}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
