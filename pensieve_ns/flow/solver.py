@@ -27,10 +27,11 @@ The pipeline, for L frames in temporal order:
   7. A final bundle adjustment of all frames, the focal length included; with reject_threshold, observations
      that still disagree by more than that are dropped and it is rerun (``FlowBundle.reject_outliers``).
 
-Measured (LEARNING.md, TTO exp 6-7): ``chair_orbit`` every 4th frame at 128 px, its one pre-declared run:
-Racc@5 0.91 for pairs within 10 frames (COLMAP 0.06), focal error 0.3 %, 23 min on this 2-core CPU. Generated
-room orbits and arcs are harder (a big central object in front of far, finely textured walls): Racc@5 0.00 to
-1.00 per held-out clip (mean 0.59 over 8), and the focal length trades against the rotation size there.
+Measured (LEARNING.md, TTO exps 6-8): ``chair_orbit`` every 4th frame at 128 px, its one pre-declared run (exp 7
+settings: velocity_init False, max_gap 3, reject_threshold 0): Racc@5 0.91 for pairs within 10 frames (COLMAP
+0.06), focal error 0.3 %, 23 min on this 2-core CPU. Generated room orbits and arcs (tiled textures, a big
+central object), 8 held-out clips, these defaults (exp 8): Racc@5 1.00 on 6, 0.69 and 0.00 on the others (exp 7:
+mean 0.59), focal error median 0.8 %, depth AbsRel at the samples median 0.05; 8-19 min per 20-frame clip.
 
 Conventions: images are [L, H, W, 3] uint8 RGB; pixel (x, y) of the array has its centre at (x + 0.5, y + 0.5),
 as in ``cameras.intrinsics_matrix`` (cx = W / 2). Cameras out are OpenCV camera-to-world [L, 4, 4] (x right,
