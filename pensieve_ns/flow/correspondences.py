@@ -126,7 +126,7 @@ def velocity_chain(grey, started: Dict[Tuple[int, int], np.ndarray], dis, up: in
     of its forward flow. Why: the generated rooms tile their textures, and a flow started from SIFT matches
     (which repeated tiles leave ambiguous) lands one tile off on whole walls and floors for blocks of frames
     (development orbit 30000: median error 14-25 px on 11 of 19 pairs); carried from a right pair, it stays
-    right (0.4-1.4 px on all 19). The anchor: the two consecutive pairs of ``started`` (SIFT-started flows) that
+    right (0.3-0.8 px median on all 19). The anchor: the two consecutive pairs of ``started`` (SIFT-started flows) that
     agree best with constant velocity (fewest textured pixels of frame k+1 where flow k+1 -> k+2 and the
     negated k+1 -> k differ by over 4 px): one tile off comes and goes between pairs, so agreement marks right ones."""
     L = len(grey)
