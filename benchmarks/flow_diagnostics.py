@@ -30,21 +30,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flow_cameras import pose_row  # noqa: E402
 from pensieve_ns.eval.poses import focal_error  # noqa: E402
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
-from pensieve_ns.flow.bundle import FlowBundle, _rays  # noqa: E402
+from pensieve_ns.flow.bundle import FlowBundle  # noqa: E402
 from pensieve_ns.flow.correspondences import clip_observations  # noqa: E402
 
 
 def reference_errors(bundle: FlowBundle, depth_maps: np.ndarray, c2w: np.ndarray, focal: float):
     """Per observation: error (px) against the reprojected true point, and whether that point is hidden in frame j
     (its depth there exceeds the rendered depth by 2 %)."""
-    d = depth_maps[bundle.I, bundle.pix[bundle.S, 1].astype(int), bundle.pix[bundle.S, 0].astype(int)]
-    ray = _rays(bundle.pix[bundle.S], focal, bundle.W, bundle.H) * d[:, None]
-    X = np.einsum("nab,nb->na", c2w[bundle.I, :3, :3], ray) + c2w[bundle.I, :3, 3]
-    Xj = np.einsum("nba,nb->na", c2w[bundle.J, :3, :3], X - c2w[bundle.J, :3, 3])
-    proj = focal * Xj[:, :2] / Xj[:, 2:] + [bundle.W / 2, bundle.H / 2]
+    depth = np.concatenate([d[s[:, 1].astype(int), s[:, 0].astype(int)] for d, s in zip(depth_maps, bundle.samples)])
+    proj, z = bundle.project(c2w, depth, focal)
     err = np.linalg.norm(proj - bundle.target, axis=1)
     px = np.clip(proj.astype(int), 0, [bundle.W - 1, bundle.H - 1])
-    hidden = Xj[:, 2] > 1.02 * depth_maps[bundle.J, px[:, 1], px[:, 0]]
+    hidden = z > 1.02 * depth_maps[bundle.J, px[:, 1], px[:, 0]]
     return err, hidden
 
 

@@ -77,16 +77,21 @@ class FlowBundle:
             depth[rows[todo][ok]] = d[ok]
         return depth
 
-    def residuals(self, c2w, depth, focal) -> np.ndarray:
-        """Reprojection error (pixels) of every observation [observations]; NaN where a frame is unregistered or
-        the sample has no depth."""
+    def project(self, c2w, depth, focal):
+        """Every observation's sample, at its depth [samples], seen from camera j: (pixel [observations, 2],
+        z-depth in camera j [observations]). Cameras: OpenCV c2w [L, 4, 4]."""
         ray = _rays(self.pix[self.S], focal, self.W, self.H) * depth[self.S, None]
         X = np.einsum("nab,nb->na", c2w[self.I, :3, :3], ray) + c2w[self.I, :3, 3]
         Xj = np.einsum("nba,nb->na", c2w[self.J, :3, :3], X - c2w[self.J, :3, 3])
         with np.errstate(divide="ignore", invalid="ignore"):
-            proj = focal * Xj[:, :2] / Xj[:, 2:] + [self.W / 2, self.H / 2]
-            err = np.linalg.norm(proj - self.target, axis=1)
-        return np.where(Xj[:, 2] <= 0, np.inf, err)  # behind camera j: an outlier; NaN stays NaN
+            return focal * Xj[:, :2] / Xj[:, 2:] + [self.W / 2, self.H / 2], Xj[:, 2]
+
+    def residuals(self, c2w, depth, focal) -> np.ndarray:
+        """Reprojection error (pixels) of every observation [observations]; NaN where a frame is unregistered or
+        the sample has no depth."""
+        proj, z = self.project(c2w, depth, focal)
+        err = np.linalg.norm(proj - self.target, axis=1)
+        return np.where(z <= 0, np.inf, err)  # behind camera j: an outlier; NaN stays NaN
 
     def reject_outliers(self, c2w, depth, focal, threshold: float) -> float:
         """Mark observations whose reprojection error exceeds threshold pixels as outliers (``inlier`` False), for
