@@ -12,6 +12,9 @@ Cameras are never given to the solver (focal length estimated). Metrics over the
 frames apart: Racc/Tacc at 5/15/30 deg, median rotation error, focal error; wall time per clip on this CPU. On
 generated clips also depth AbsRel (median-scaled) of the solver's per-sample depths against the rendered z-depth
 at those pixels, with the share of samples that got a depth (the identity row: one constant depth, all samples).
+Every solve also reports the solver's own self-checks (no truth: ``FlowCamerasResult.checks``): the table's last
+column says whether the solver flagged its result, so the flag can be scored against the truth;
+``--epipolar-only`` computes just the flow-level check (seconds per clip).
 
     python benchmarks/flow_cameras.py --generated 4 --out benchmarks/results/flow_cameras
 """
@@ -35,6 +38,8 @@ from vs_colmap import chair_clip  # noqa: E402
 from pensieve_ns.eval.metrics import depth_abs_rel  # noqa: E402
 from pensieve_ns.eval.poses import focal_error, pair_indices, relative_pose_errors, rotation_angle_deg  # noqa: E402
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
+from pensieve_ns.flow.correspondences import clip_observations  # noqa: E402
+from pensieve_ns.flow.solver import epipolar_inlier_share  # noqa: E402
 
 
 def generated_orbits(n: int, first: int = 0) -> List[Dict]:
@@ -75,6 +80,28 @@ def sample_depth_row(res, depth_maps: np.ndarray, constant: bool = False) -> Dic
     return {"depth_abs_rel": depth_abs_rel(pred, gt), "depth_coverage": float(np.isfinite(pred).mean())}
 
 
+def epipolar_only(clips: List[Dict], cfg: FlowCamerasConfig, out: Path) -> None:
+    """The self-check that needs the flow only (``epipolar_inlier_share``), per clip: cheap enough to run on clips
+    whose full solves are already on record."""
+    rows = []
+    for clip in clips:
+        _, _, matches = clip_observations(clip["images"], cfg)
+        share = epipolar_inlier_share(matches, cfg.ransac_threshold)
+        rows.append({"clip": clip["name"], "epipolar_inliers": share, "flagged": share < cfg.min_epipolar_inliers})
+        print(json.dumps(rows[-1]), flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "epipolar.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "rows": rows}, indent=1))
+
+
+def check_cell(row: Dict) -> str:
+    """The solver's self-check verdict (no truth) for the table: 'ok' or 'FLAGGED', with its three figures."""
+    if "checks" not in row:
+        return "-"
+    c = row["checks"]
+    verdict = "FLAGGED" if row["warnings"] else "ok"
+    return f"{verdict} ({c['epipolar_inliers']:.2f}, {c['consistent_share']:.2f}, {c['focal_change']:.2f}x)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--generated", type=int, default=4, help="clips per path kind")
@@ -83,10 +110,14 @@ def main() -> None:
     ap.add_argument("--max-pair-gap", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/flow_cameras"))
+    ap.add_argument("--epipolar-only", action="store_true",
+                    help="only the flow and the solver's epipolar self-check per clip (seconds, not minutes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = FlowCamerasConfig()
     clips = ([] if args.no_chair else [chair_clip(4)]) + generated_orbits(args.generated, args.first)
+    if args.epipolar_only:
+        return epipolar_only(clips, cfg, args.out)
     rows = []
     for clip in clips:
         t0 = time.perf_counter()
@@ -100,20 +131,22 @@ def main() -> None:
             row = {"clip": clip["name"], "method": method, **pose_row(c2w, clip["c2w"], args.max_pair_gap)}
             row["focal_err"] = None if fx is None else focal_error(fx, clip["fx"])
             row["seconds"] = seconds if method == "flow+BA" else None
+            if method == "flow+BA":
+                row["checks"], row["warnings"] = res.checks, res.warnings
             if clip.get("depth") is not None and method != "flow, before final BA":
                 row.update(sample_depth_row(res, clip["depth"], constant=method == "identity"))
             rows.append(row)
             print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "rows": rows}, indent=1))
-    lines = ["| clip | method | Racc@5 | Racc@15 | Tacc@5 | rot err med | focal err | depth AbsRel (samples) | seconds | max true step |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| clip | method | Racc@5 | Racc@15 | Tacc@5 | rot err med | focal err | depth AbsRel (samples) | seconds | max true step | self-check (epipolar, consistent, focal change) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fe = "-" if r["focal_err"] is None else f"{r['focal_err']:.3f}"
         sec = "-" if r["seconds"] is None else f"{r['seconds']:.0f}"
         ar = f"{r['depth_abs_rel']:.3f} ({r['depth_coverage']:.0%})" if "depth_abs_rel" in r else "-"
         lines.append(f"| {r['clip']} | {r['method']} | {r['Racc@5']:.2f} | {r['Racc@15']:.2f} | {r['Tacc@5']:.2f} | "
-                     f"{r['rot_err_median']:.1f} | {fe} | {ar} | {sec} | {r['max_true_step']:.0f} |")
+                     f"{r['rot_err_median']:.1f} | {fe} | {ar} | {sec} | {r['max_true_step']:.0f} | {check_cell(r)} |")
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

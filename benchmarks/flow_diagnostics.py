@@ -94,7 +94,8 @@ def main() -> None:
                 p = pose_row(res.c2w_opencv, gt, 10)
                 row["solve"] = {"Racc@5": round(p["Racc@5"], 2), "rot_med": round(p["rot_err_median"], 2),
                                 "focal_err": round(focal_error(float(res.K[0, 0]), f), 3),
-                                "s": round(time.perf_counter() - t0)}
+                                "s": round(time.perf_counter() - t0),
+                                "checks": {k: round(v, 3) for k, v in res.checks.items()}, "warnings": len(res.warnings)}
             print(json.dumps({"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k in dict(s.split("=", 1) for s in args.set)}, **row}), flush=True)
 
 

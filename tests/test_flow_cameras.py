@@ -14,7 +14,9 @@ from pensieve_ns.cameras import opengl_to_opencv_c2w
 from pensieve_ns.data.synthetic import generate_clip
 from pensieve_ns.errors import PensieveInputError
 from pensieve_ns.eval.poses import focal_error, relative_pose_errors
+from pensieve_ns.cameras import intrinsics_matrix
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras
+from pensieve_ns.flow.solver import FlowCamerasResult, self_checks
 from pensieve_ns.flow.bundle import FlowBundle
 from pensieve_ns.flow.cli import CamerasConfig, solve_input
 from pensieve_ns.flow.correspondences import adjacent_flows, dense_flows, sift_features, velocity_chain
@@ -77,6 +79,7 @@ def test_solver_recovers_an_arc_without_cameras(arc, settings):
     assert np.isfinite(result.c2w_opencv).all()
     identity = np.tile(np.eye(4), (8, 1, 1))
     assert _racc(result.c2w_opencv, arc.c2w_opencv) >= 0.6 > _racc(identity, arc.c2w_opencv)
+    assert result.reliable, result.warnings  # its own checks pass (measured: epipolar 0.99, consistent 0.74-0.89)
     if settings == "exp7":
         assert focal_error(float(result.K[0, 0]), float(arc.K[0, 0])) < 0.15
     # Per-sample depths: up to scale, close to the rendered z-depth for most samples (a constant depth is far off).
@@ -109,6 +112,42 @@ def test_outlier_rejection_drops_wrong_observations_only():
     assert np.allclose(bundle.residuals(c2w, depth, focal)[20:], 0, atol=1e-9)
     assert bundle.reject_outliers(c2w, depth, focal, threshold=2.0) == pytest.approx(0.1)
     assert not bundle.inlier[:20].any() and bundle.inlier[20:].all()
+
+
+def _two_view(n=300, seed=0):
+    """Frame 1 is frame 0's camera moved right and turned a little; samples of frame 0 with depths and where they
+    land in frame 1 (64 px, focal 60)."""
+    rng = np.random.default_rng(seed)
+    pix, depth = rng.uniform(4, 60, (n, 2)), rng.uniform(2, 4, n)
+    c2w = np.tile(np.eye(4), (2, 1, 1))
+    c2w[1, :3, :3], c2w[1, :3, 3] = cv2.Rodrigues(np.array([0.0, 0.05, 0.02]))[0], [0.3, 0.05, 0.0]
+    X = np.concatenate([(pix - 32) / 60.0, np.ones((n, 1))], 1) * depth[:, None]
+    Xj = (X - c2w[1, :3, 3]) @ c2w[1, :3, :3]  # world -> camera 1 (c2w[1]'s rotation transposed)
+    return pix, depth, c2w, 60.0 * Xj[:, :2] / Xj[:, 2:] + 32
+
+
+def test_self_checks_flag_non_rigid_flow_unexplained_observations_and_a_focal_runaway():
+    """The solver's truth-free checks: right two-view geometry passes all three; matches that no rigid scene
+    explains, cameras that do not explain the observations, and a focal length moved 5x are each flagged."""
+    pix, depth, c2w, target = _two_view()
+    cfg = FlowCamerasConfig()
+
+    def checked(matches, cameras, focal_final):
+        bundle = FlowBundle([pix, np.zeros((0, 2))], [(0, 1, np.arange(len(pix)), matches[(0, 1)][1])], 64, 64)
+        result = FlowCamerasResult(cameras, intrinsics_matrix(focal_final, focal_final, 32, 32), focal_incremental=60.0)
+        self_checks(result, bundle, matches, depth, cfg)
+        return result
+
+    right = checked({(0, 1): (pix, target)}, c2w, 60.0)
+    assert right.reliable and right.checks["epipolar_inliers"] > 0.95 and right.checks["consistent_share"] > 0.99
+    scrambled = target.copy()
+    scrambled[:150] = np.random.default_rng(1).uniform(4, 60, (150, 2))  # half the flow lands anywhere
+    flagged = checked({(0, 1): (pix, scrambled)}, c2w, 60.0)
+    assert flagged.checks["epipolar_inliers"] < 0.7 and any("rigid" in w for w in flagged.warnings)
+    unexplained = checked({(0, 1): (pix, target)}, np.tile(np.eye(4), (2, 1, 1)), 60.0)
+    assert unexplained.checks["consistent_share"] < 0.3 and any("explain" in w for w in unexplained.warnings)
+    runaway = checked({(0, 1): (pix, target)}, c2w, 300.0)
+    assert runaway.checks["focal_change"] == pytest.approx(5.0) and any("runaway" in w for w in runaway.warnings)
 
 
 def _write_folder(folder: Path, frames: np.ndarray) -> None:

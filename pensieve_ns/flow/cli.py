@@ -13,6 +13,8 @@ Frames: every S-th frame of the input, then N of those chosen evenly, in order; 
 at 128 px on a 2-core CPU. What it measured: LEARNING.md, TTO exps 7-8 (``chair_orbit`` with the exp-7 settings
 ``--solver.no-velocity-init --solver.max-gap 3 --solver.reject-threshold 0``: Racc@5 0.91, focal 0.3 %;
 held-out generated clips with the defaults: Racc@5 mean 0.84, focal median 0.8 %).
+Self-checks (no truth; in transforms.json as ``self_checks`` and ``warnings``, and printed as warnings): whether the
+flow fits one rigid scene, whether the cameras explain it, and whether the focal length ran away.
 Limits: one focal length, principal point at the centre, no lens distortion, no loop closure; needs texture
 (white backgrounds are ignored, a clip with none fails with a message).
 """
@@ -72,10 +74,12 @@ def solve_input(cfg: CamerasConfig) -> dict:
     c2w, K = torch.from_numpy(result.c2w_opencv), torch.from_numpy(result.K)
     with staged_folder(out) as tmp:
         write_scene(tmp, images, ids, c2w, K, {"method": "pensieve-cameras (optical flow + bundle adjustment)",
-                                               "input": str(cfg.input), "median_reprojection_error_px": result.ba_median_error})
+                                               "input": str(cfg.input), "median_reprojection_error_px": result.ba_median_error,
+                                               "self_checks": result.checks, "warnings": result.warnings})
         gt = clip.gt.c2w_opencv[ids] if clip.gt is not None else None
         plot_cameras(tmp / "cameras.png", result.c2w_opencv, gt)
-    return {"frames": len(images), "focal": float(K[0, 0]), "seconds": seconds, "error": result.ba_median_error}
+    return {"frames": len(images), "focal": float(K[0, 0]), "seconds": seconds, "error": result.ba_median_error,
+            "warnings": result.warnings}
 
 
 def main(cfg: CamerasConfig) -> None:
@@ -89,6 +93,8 @@ def main(cfg: CamerasConfig) -> None:
     print(f"{PROG}: {s['frames']} frames, focal {s['focal']:.1f} px, median reprojection error {s['error']:.2f} px, "
           f"{s['seconds']:.0f} s\n  {cfg.output_dir}/: transforms.json, images/, cameras.png\n"
           f"  train on it: ns-train splatfacto --data {cfg.output_dir}", file=sys.stdout)
+    for line in s["warnings"]:  # the solver's own checks (no truth): the cameras are likely wrong
+        print(f"{PROG}: WARNING: unreliable cameras: {line}", file=sys.stderr)
 
 
 def entrypoint() -> None:

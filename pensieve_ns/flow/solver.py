@@ -101,6 +101,17 @@ class FlowCamerasConfig:
     """Adjacent-frame flow i -> i+1 (i > 0) starts from the flow i -> i-1 negated (constant velocity) and the back
     flow from the inverse of the forward one; only the first pair starts from SIFT matches."""
     seed: int = 0
+    min_epipolar_inliers: float = 0.9
+    """Self-check (no truth): below this mean share of adjacent-frame flow matches within ransac_threshold of a
+    fundamental matrix (MAGSAC), the flow is not that of one rigid scene and the result is flagged unreliable.
+    Development clips: 0.93-0.99 where the flow was right, 0.80-0.83 where it was 22-28 px wrong (orbit 30003)."""
+    min_consistent_share: float = 0.6
+    """Self-check: below this share of observations that the final cameras and depths reproject within
+    consistency_pixels, the result is flagged unreliable (development: 0.73-0.95 right, 0.44 on orbit 30003)."""
+    consistency_pixels: float = 1.5
+    max_focal_change: float = 2.0
+    """Self-check: a final bundle adjustment that moves the focal length by more than this factor from the
+    incremental one is flagged (held-out gen_01_arc: 4.8x -> 41x the truth, a runaway)."""
 
 
 @dataclass
@@ -121,6 +132,15 @@ class FlowCamerasResult:
     sample_depth: List[np.ndarray] = field(default_factory=list)
     """Per frame [N_i]: z-depth of those pixels in the scale of c2w_opencv (unknown metric scale); NaN where a
     sample never got a depth (too little parallax, or no consistent match)."""
+    checks: Dict[str, float] = field(default_factory=dict)
+    """Self-checks computed without any truth (``self_checks``): epipolar_inliers, consistent_share,
+    depth_coverage, focal_change."""
+    warnings: List[str] = field(default_factory=list)
+    """Why the result is unreliable, one line per failed self-check; empty: every check passed."""
+
+    @property
+    def reliable(self) -> bool:
+        return not self.warnings
 
 def sampson_distance(E: np.ndarray, K: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
     """First-order geometric distance (pixels) of matches [N, 2] to the epipolar geometry of E [3, 3] under K."""
@@ -132,6 +152,46 @@ def sampson_distance(E: np.ndarray, K: np.ndarray, pa: np.ndarray, pb: np.ndarra
     num = (xb * Fa).sum(1) ** 2
     den = Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Ftb[:, 0] ** 2 + Ftb[:, 1] ** 2
     return np.sqrt(num / np.maximum(den, 1e-12))
+
+
+def epipolar_inlier_share(matches: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]], threshold: float) -> float:
+    """Mean over adjacent pairs (i, i+1) of the share of flow matches within threshold pixels of the fundamental
+    matrix MAGSAC fits to them: near 1 when the flow is one rigid scene's, lower where it landed on a repeated
+    texture or a wrong surface (no calibration needed, so a wrong focal length does not lower it)."""
+    shares = []
+    for (i, j), (pa, pb) in matches.items():
+        if j != i + 1:
+            continue
+        if len(pa) < 15:
+            shares.append(0.0)
+            continue
+        _, mask = cv2.findFundamentalMat(pa, pb, cv2.USAC_MAGSAC, threshold, 0.999)
+        shares.append(0.0 if mask is None else float(mask.mean()))
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def self_checks(result: "FlowCamerasResult", bundle: FlowBundle, matches, depth: np.ndarray, cfg: FlowCamerasConfig):
+    """Fill result.checks and result.warnings from what the solver has, never from truth: is the flow rigid
+    (epipolar_inliers), do the cameras explain it (consistent_share: observations reprojected within
+    consistency_pixels, depthless samples' observations counted as unexplained), how many samples got a depth,
+    and did the final adjustment move the focal length far (a runaway)."""
+    focal = float(result.K[0, 0])
+    err = bundle.residuals(result.c2w_opencv, depth, focal)
+    c = {"epipolar_inliers": epipolar_inlier_share(matches, cfg.ransac_threshold),
+         "consistent_share": float(np.mean(err <= cfg.consistency_pixels)),
+         "depth_coverage": float(np.isfinite(depth).mean()),
+         "focal_change": focal / result.focal_incremental}
+    result.checks = c
+    if c["epipolar_inliers"] < cfg.min_epipolar_inliers:
+        result.warnings.append(f"only {c['epipolar_inliers']:.0%} of adjacent-frame flow matches fit one rigid "
+                               f"scene (expected >= {cfg.min_epipolar_inliers:.0%}): flow is wrong on repeated textures, "
+                               "large motions or moving objects")
+    if c["consistent_share"] < cfg.min_consistent_share:
+        result.warnings.append(f"the cameras explain only {c['consistent_share']:.0%} of the observations within "
+                               f"{cfg.consistency_pixels} px (expected >= {cfg.min_consistent_share:.0%})")
+    if not 1 / cfg.max_focal_change <= c["focal_change"] <= cfg.max_focal_change:
+        result.warnings.append(f"the final bundle adjustment moved the focal length {c['focal_change']:.2f}x "
+                               "(a runaway: the reconstruction is degenerate)")
 
 
 def _essential(pa: np.ndarray, pb: np.ndarray, K: np.ndarray, cfg: FlowCamerasConfig):
@@ -261,6 +321,7 @@ def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig
         supported[bundle.S[bundle.inlier]] = True
         depth = np.where(supported, depth, np.nan)  # every observation of the sample rejected: no depth
         result.c2w_opencv, result.K, result.ba_median_error = c2w, intrinsics_matrix(focal, focal, W / 2, H / 2), err
+    self_checks(result, bundle, matches, depth, cfg)
     result.sample_pixels = samples
     result.sample_depth = [depth[a:b] for a, b in zip(bundle.offsets[:-1], bundle.offsets[1:])]
     return result
