@@ -159,8 +159,11 @@ def _write_folder(folder: Path, frames: np.ndarray) -> None:
 def test_cli_writes_a_nerfstudio_scene(arc, tmp_path):
     _write_folder(tmp_path / "in", arc.frames)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "in").iterdir())
-    cfg = CamerasConfig(tmp_path / "in", tmp_path / "out", num_frames=8, size=(64, 64), solver=SMALL, threads=1)
+    # A known focal length (--focal) is used as given, through the final adjustment too.
+    cfg = CamerasConfig(tmp_path / "in", tmp_path / "out", num_frames=8, size=(64, 64), focal=float(arc.K[0, 0]),
+                        solver=SMALL, threads=1)
     summary = solve_input(cfg)
+    assert summary["focal"] == pytest.approx(float(arc.K[0, 0]), rel=1e-9)
     transforms = json.loads((tmp_path / "out" / "transforms.json").read_text())
     assert summary["frames"] == 8 and len(transforms["frames"]) == 8
     assert (transforms["w"], transforms["h"]) == (64, 64) and transforms["fl_x"] == pytest.approx(summary["focal"])
@@ -188,6 +191,8 @@ def test_cli_featureless_frames_fail_with_a_message(tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(PensieveInputError, match="at least 3"):
         solve_input(CamerasConfig(tmp_path / "in", tmp_path / "out2", num_frames=2, solver=SMALL))
+    with pytest.raises(PensieveInputError, match="positive"):
+        solve_input(CamerasConfig(tmp_path / "in", tmp_path / "out2", focal=-5.0, solver=SMALL))
     # The command itself: one line on stderr, exit status 2, nothing written.
     run = subprocess.run([sys.executable, "-m", "pensieve_ns.flow.cli", "--input", str(tmp_path / "in"), "--output-dir",
                           str(tmp_path / "out3"), "--size", "64", "64"], capture_output=True, text=True, timeout=300)

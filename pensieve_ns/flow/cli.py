@@ -1,7 +1,7 @@
 """``pensieve-cameras``: one video or image folder -> intrinsics and a camera per frame, by optical flow and bundle
 adjustment at test time (``pensieve_ns.flow``): no learned weights, no cameras given, no COLMAP.
 
-    pensieve-cameras --input VIDEO_OR_FOLDER --output-dir OUT [--num-frames N] [--stride S] [--size H W]
+    pensieve-cameras --input VIDEO_OR_FOLDER --output-dir OUT [--num-frames N] [--stride S] [--size H W] [--focal F]
 
 Writes into OUT (built in a temporary sibling folder and moved into place, so OUT is never half-written):
   images/frame_XXXX.png   the frames used, at --size;
@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -46,6 +46,8 @@ class CamerasConfig:
     stride: int = 1
     size: Tuple[int, int] = (128, 128)
     """(H, W) the frames are resized and centre-cropped to before solving."""
+    focal: Optional[float] = None
+    """Known focal length in pixels of the frames at --size (e.g. from the lens and sensor); None: estimated."""
     solver: FlowCamerasConfig = field(default_factory=FlowCamerasConfig)
     threads: int = 2
 
@@ -58,6 +60,8 @@ def solve_input(cfg: CamerasConfig) -> dict:
     check_output_folder(out)
     if min(cfg.size) < 16:
         raise PensieveInputError(None, f"--size {cfg.size} is too small (at least 16 x 16 pixels)")
+    if cfg.focal is not None and not cfg.focal > 0:
+        raise PensieveInputError(None, f"--focal {cfg.focal}: a focal length in pixels must be positive")
     if cfg.num_frames < 3:
         raise PensieveInputError(None, f"--num-frames {cfg.num_frames}: the solver needs at least 3 frames")
     torch.set_num_threads(max(cfg.threads, 1))
@@ -67,7 +71,7 @@ def solve_input(cfg: CamerasConfig) -> dict:
         raise PensieveInputError(cfg.input, f"needs at least 3 frames after --stride {cfg.stride} (has {len(images)})")
     frames = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     try:
-        result = solve_cameras(frames, cfg.solver)
+        result = solve_cameras(frames, cfg.solver, focal=cfg.focal)
     except ValueError as err:
         raise PensieveInputError(cfg.input, str(err)) from None
     seconds = time.perf_counter() - t

@@ -312,11 +312,11 @@ def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig
     c2w, depth, _ = register_incrementally(bundle, best[0], focal, cfg, L)
     result = FlowCamerasResult(c2w, K, scores, c2w_incremental=c2w.copy(), focal_incremental=focal)
     if cfg.ba_iterations > 0:
-        free = np.arange(L) > 0
-        c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, cfg.optimise_focal)
+        free, free_focal = np.arange(L) > 0, cfg.optimise_focal and given_focal is None  # a given focal stays
+        c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, free_focal)
         for _ in range(2 if cfg.reject_threshold > 0 else 0):
             bundle.reject_outliers(c2w, depth, focal, cfg.reject_threshold)
-            c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, cfg.optimise_focal)
+            c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, free_focal)
         supported = np.zeros(len(depth), bool)
         supported[bundle.S[bundle.inlier]] = True
         depth = np.where(supported, depth, np.nan)  # every observation of the sample rejected: no depth
