@@ -30,9 +30,9 @@ The pipeline, for L frames in temporal order:
      length run away; failed checks become ``FlowCamerasResult.warnings`` (TTO exp 9: on 12 held-out clips the
      flow check flags the one outright failure and none of the 10 right clips; it misses the partly wrong one).
 
-Measured (LEARNING.md, TTO exps 6-8): ``chair_orbit`` every 4th frame at 128 px, its one pre-declared run (exp 7
-settings: velocity_init False, max_gap 3, reject_threshold 0): Racc@5 0.91 for pairs within 10 frames (COLMAP
-0.06), focal error 0.3 %, 23 min on this 2-core CPU. Generated room orbits and arcs (tiled textures, a big
+Measured (LEARNING.md, TTO exps 6-9): ``chair_orbit`` every 4th frame at 128 px, the one pre-declared run of these
+defaults: Racc@5 0.98 for pairs within 10 frames (COLMAP 0.06; exp 7's settings, velocity_init False, max_gap 3,
+reject_threshold 0: 0.91), focal error 0.01 %, 31 min on this 2-core CPU. Generated room orbits and arcs (tiled textures, a big
 central object), 8 held-out clips, these defaults (exp 8): Racc@5 1.00 on 6, 0.69 and 0.00 on the others (exp 7:
 mean 0.59), focal error median 0.8 %, depth AbsRel at the samples median 0.05; 8-19 min per 20-frame clip.
 
