@@ -7,7 +7,9 @@ Per clip (60 frames rendered at 128 px, every 3rd kept, as ``flow_cameras.py``):
   - bundle adjustment started from the TRUTH (cameras, depths, focal length): where it drifts to, plain (Cauchy)
     and with outlier rejection rounds (``--reject`` pixels): if it drifts from the truth, no start can be saved
     by a better start;
-  - with ``--solve``: the whole solver as configured (``FlowCamerasConfig`` plus ``--set key=value``).
+  - with ``--solve``: the whole solver as configured (``FlowCamerasConfig`` plus ``--set key=value``);
+  - with ``--fixed-focal M ...``: the whole solver with the focal length fixed at M times the sweep's estimate, and
+    the share of observations its cameras explain (self-check 2), to see whether that share ranks focal lengths.
 
     python benchmarks/flow_diagnostics.py --seeds 30000 30003 --kinds orbit --reject 2.0 --solve
 """
@@ -32,6 +34,7 @@ from pensieve_ns.eval.poses import focal_error  # noqa: E402
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
 from pensieve_ns.flow.bundle import FlowBundle  # noqa: E402
 from pensieve_ns.flow.correspondences import clip_observations  # noqa: E402
+from pensieve_ns.flow.solver import estimate_focal  # noqa: E402
 
 
 def reference_errors(bundle: FlowBundle, depth_maps: np.ndarray, c2w: np.ndarray, focal: float):
@@ -54,6 +57,8 @@ def main() -> None:
     ap.add_argument("--solve", action="store_true")
     ap.add_argument("--no-truth", action="store_true", help="skip the plain adjustment from the truth")
     ap.add_argument("--set", nargs="*", default=[], help="FlowCamerasConfig overrides, key=value")
+    ap.add_argument("--fixed-focal", type=float, nargs="*", default=[],
+                    help="also solve with the focal length fixed at these multiples of the sweep's estimate")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -96,6 +101,17 @@ def main() -> None:
                                 "focal_err": round(focal_error(float(res.K[0, 0]), f), 3),
                                 "s": round(time.perf_counter() - t0),
                                 "checks": {k: round(v, 3) for k, v in res.checks.items()}, "warnings": len(res.warnings)}
+            if args.fixed_focal:  # does check 2's share rank fixed focal lengths? (TTO exp 9, orbit 30006)
+                sweep, _ = estimate_focal(clip_observations(frames, cfg)[2], 128, 128, cfg)
+                row["fixed_focal"] = []
+                for m in args.fixed_focal:
+                    t0 = time.perf_counter()
+                    res = solve_cameras(frames, cfg, focal=sweep * m)
+                    p = pose_row(res.c2w_opencv, gt, 10)
+                    row["fixed_focal"].append({"multiplier": m, "focal_err": round(focal_error(sweep * m, f), 3),
+                                               "Racc@5": round(p["Racc@5"], 2), "rot_med": round(p["rot_err_median"], 2),
+                                               "consistent_share": round(res.checks["consistent_share"], 3),
+                                               "s": round(time.perf_counter() - t0)})
             print(json.dumps({"config": {k: v for k, v in dataclasses.asdict(cfg).items() if k in dict(s.split("=", 1) for s in args.set)}, **row}), flush=True)
 
 
