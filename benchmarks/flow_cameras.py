@@ -39,7 +39,7 @@ from pensieve_ns.eval.metrics import depth_abs_rel  # noqa: E402
 from pensieve_ns.eval.poses import focal_error, pair_indices, relative_pose_errors, rotation_angle_deg  # noqa: E402
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
 from pensieve_ns.flow.correspondences import clip_observations  # noqa: E402
-from pensieve_ns.flow.solver import epipolar_inlier_share  # noqa: E402
+from pensieve_ns.flow.solver import check_warnings, epipolar_inlier_share  # noqa: E402
 
 
 def generated_orbits(n: int, first: int = 0) -> List[Dict]:
@@ -87,7 +87,7 @@ def epipolar_only(clips: List[Dict], cfg: FlowCamerasConfig, out: Path) -> None:
     for clip in clips:
         _, _, matches = clip_observations(clip["images"], cfg)
         share = epipolar_inlier_share(matches, cfg.ransac_threshold)
-        rows.append({"clip": clip["name"], "epipolar_inliers": share, "flagged": share < cfg.min_epipolar_inliers})
+        rows.append({"clip": clip["name"], "epipolar_inliers": share, "flagged": bool(check_warnings({"epipolar_inliers": share}, cfg))})
         print(json.dumps(rows[-1]), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "epipolar.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "rows": rows}, indent=1))

@@ -72,7 +72,7 @@ def main() -> None:
             frames, gt, dmaps, f = c.frames[::3], c.c2w_opencv[::3], c.depth[::3], float(c.K[0, 0])
             gt = np.linalg.inv(gt[0]) @ gt
             t0 = time.perf_counter()
-            samples, observations, _ = clip_observations(frames, cfg)
+            samples, observations, matches = clip_observations(frames, cfg)
             bundle = FlowBundle(samples, observations, 128, 128)
             err, hidden = reference_errors(bundle, dmaps, gt, f)
             row = {"clip": f"{seed}_{kind}", "obs": len(err), "flow_s": round(time.perf_counter() - t0, 1),
@@ -102,7 +102,7 @@ def main() -> None:
                                 "s": round(time.perf_counter() - t0),
                                 "checks": {k: round(v, 3) for k, v in res.checks.items()}, "warnings": len(res.warnings)}
             if args.fixed_focal:  # does check 2's share rank fixed focal lengths? (TTO exp 9, orbit 30006)
-                sweep, _ = estimate_focal(clip_observations(frames, cfg)[2], 128, 128, cfg)
+                sweep, _ = estimate_focal(matches, 128, 128, cfg)
                 row["fixed_focal"] = []
                 for m in args.fixed_focal:
                     t0 = time.perf_counter()

@@ -10,11 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pensieve_ns.cameras import opengl_to_opencv_c2w
+from pensieve_ns.cameras import intrinsics_matrix, opengl_to_opencv_c2w
 from pensieve_ns.data.synthetic import generate_clip
 from pensieve_ns.errors import PensieveInputError
 from pensieve_ns.eval.poses import focal_error, relative_pose_errors
-from pensieve_ns.cameras import intrinsics_matrix
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras
 from pensieve_ns.flow.solver import FlowCamerasResult, self_checks
 from pensieve_ns.flow.bundle import FlowBundle
