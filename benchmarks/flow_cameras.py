@@ -13,7 +13,8 @@ frames apart: Racc/Tacc at 5/15/30 deg, median rotation error, focal error; wall
 generated clips also depth AbsRel (median-scaled) of the solver's per-sample depths against the rendered z-depth
 at those pixels, with the share of samples that got a depth (the identity row: one constant depth, all samples).
 Every solve also reports the solver's own self-checks (no truth: ``FlowCamerasResult.checks``): the table's last
-column says whether the solver flagged its result, so the flag can be scored against the truth;
+column says whether the solver flagged its result, so the flag can be scored against the truth, and whether the
+first solve failed and ``recover_focal`` replaced it (TTO exp 10);
 ``--epipolar-only`` computes just the flow-level check (seconds per clip).
 
     python benchmarks/flow_cameras.py --generated 4 --out benchmarks/results/flow_cameras
@@ -42,12 +43,12 @@ from pensieve_ns.flow.correspondences import clip_observations  # noqa: E402
 from pensieve_ns.flow.solver import check_warnings, epipolar_inlier_share  # noqa: E402
 
 
-def generated_orbits(n: int, first: int = 0) -> List[Dict]:
+def generated_orbits(n: int, first: int = 0, kinds=("orbit", "arc")) -> List[Dict]:
     from pensieve_ns.data.synthetic import generate_clip
 
     out = []
     for k in range(first, first + n):
-        for kind in ("orbit", "arc"):
+        for kind in kinds:
             c = generate_clip(40_000 + k, 60, 128, "heldout", path_kind=kind)
             out.append({"name": f"gen_{k:02d}_{kind}", "images": c.frames[::3], "c2w": c.c2w_opencv[::3], "fx": float(c.K[0, 0]),
                         "depth": c.depth[::3]})
@@ -99,7 +100,13 @@ def check_cell(row: Dict) -> str:
         return "-"
     c = row["checks"]
     verdict = "FLAGGED" if row["warnings"] else "ok"
-    return f"{verdict} ({c['epipolar_inliers']:.2f}, {c['consistent_share']:.2f}, {c['focal_change']:.2f}x)"
+    cell = f"{verdict} ({c['epipolar_inliers']:.2f}, {c['consistent_share']:.2f}, {c['focal_change']:.2f}x)"
+    r = row.get("recovery")
+    if r:  # the first solve failed check 2 or 3; recover_focal re-solved at fixed focal lengths
+        first = r["first_solve"]["checks"]
+        cell += (f"; first solve ({first['consistent_share']:.2f}, {first['focal_change']:.2f}x) recovered at "
+                 f"{r['chosen']}x{', focal freed' if r['focal_freed'] else ''}")
+    return cell
 
 
 def main() -> None:
@@ -107,6 +114,7 @@ def main() -> None:
     ap.add_argument("--generated", type=int, default=4, help="clips per path kind")
     ap.add_argument("--first", type=int, default=0, help="first generated clip (seed 40000 + first)")
     ap.add_argument("--no-chair", action="store_true")
+    ap.add_argument("--kinds", nargs="+", default=["orbit", "arc"], choices=["orbit", "arc"])
     ap.add_argument("--max-pair-gap", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/flow_cameras"))
@@ -115,7 +123,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = FlowCamerasConfig()
-    clips = ([] if args.no_chair else [chair_clip(4)]) + generated_orbits(args.generated, args.first)
+    clips = ([] if args.no_chair else [chair_clip(4)]) + generated_orbits(args.generated, args.first, args.kinds)
     if args.epipolar_only:
         return epipolar_only(clips, cfg, args.out)
     rows = []
@@ -132,7 +140,7 @@ def main() -> None:
             row["focal_err"] = None if fx is None else focal_error(fx, clip["fx"])
             row["seconds"] = seconds if method == "flow+BA" else None
             if method == "flow+BA":
-                row["checks"], row["warnings"] = res.checks, res.warnings
+                row["checks"], row["warnings"], row["recovery"] = res.checks, res.warnings, res.recovery
             if clip.get("depth") is not None and method != "flow, before final BA":
                 row.update(sample_depth_row(res, clip["depth"], constant=method == "identity"))
             rows.append(row)

@@ -101,6 +101,13 @@ def main() -> None:
                                 "focal_err": round(focal_error(float(res.K[0, 0]), f), 3),
                                 "s": round(time.perf_counter() - t0),
                                 "checks": {k: round(v, 3) for k, v in res.checks.items()}, "warnings": len(res.warnings)}
+                if res.recovery:  # the first solve failed check 2 or 3: what recover_focal chose (TTO exp 10)
+                    r = res.recovery
+                    row["solve"]["recovery"] = {
+                        "candidates": r["candidates"], "chosen": r["chosen"], "focal_freed": r["focal_freed"],
+                        "fixed_focal_err": round(focal_error(r["fixed_focal"], f), 3),
+                        "first_focal_err": round(focal_error(r["first_solve"]["focal"], f), 3),
+                        "first_checks": {k: round(v, 3) for k, v in r["first_solve"]["checks"].items()}}
             if args.fixed_focal:  # does check 2's share rank fixed focal lengths? (TTO exp 9, orbit 30006)
                 sweep, _ = estimate_focal(matches, 128, 128, cfg)
                 row["fixed_focal"] = []

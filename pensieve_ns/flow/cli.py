@@ -13,7 +13,9 @@ Frames: every S-th frame of the input, then N of those chosen evenly, in order; 
 at 128 px on a 2-core CPU. What it measured: LEARNING.md, TTO exps 7-9 (``chair_orbit`` with the defaults: Racc@5 0.98,
 focal 0.01 %, 31 min; held-out generated clips: Racc@5 mean 0.84, focal median 0.8 %).
 Self-checks (no truth; in transforms.json as ``self_checks`` and ``warnings``, and printed as warnings): whether the
-flow fits one rigid scene, whether the cameras explain it, and whether the focal length ran away.
+flow fits one rigid scene, whether the cameras explain it, and whether the focal length ran away. When the last
+two fail and --focal is not given, the solve is redone at fixed focal lengths and the one that explains most of the
+flow is kept (``focal_recovery`` in transforms.json; it takes about 3x as long).
 Limits: one focal length, principal point at the centre, no lens distortion, no loop closure; needs texture
 (white backgrounds are ignored, a clip with none fails with a message).
 """
@@ -78,11 +80,12 @@ def solve_input(cfg: CamerasConfig) -> dict:
     with staged_folder(out) as tmp:
         write_scene(tmp, images, ids, c2w, K, {"method": "pensieve-cameras (optical flow + bundle adjustment)",
                                                "input": str(cfg.input), "median_reprojection_error_px": result.ba_median_error,
-                                               "self_checks": result.checks, "warnings": result.warnings})
+                                               "self_checks": result.checks, "warnings": result.warnings,
+                                               "focal_recovery": result.recovery})
         gt = clip.gt.c2w_opencv[ids] if clip.gt is not None else None
         plot_cameras(tmp / "cameras.png", result.c2w_opencv, gt)
     return {"frames": len(images), "focal": float(K[0, 0]), "seconds": seconds, "error": result.ba_median_error,
-            "warnings": result.warnings}
+            "warnings": result.warnings, "recovery": result.recovery}
 
 
 def main(cfg: CamerasConfig) -> None:
@@ -96,6 +99,11 @@ def main(cfg: CamerasConfig) -> None:
     print(f"{PROG}: {s['frames']} frames, focal {s['focal']:.1f} px, median reprojection error {s['error']:.2f} px, "
           f"{s['seconds']:.0f} s\n  {cfg.output_dir}/: transforms.json, images/, cameras.png\n"
           f"  train on it: ns-train splatfacto --data {cfg.output_dir}", file=sys.stdout)
+    if s["recovery"]:  # the first solve failed a check: it was redone at fixed focal lengths (recover_focal)
+        r = s["recovery"]
+        print(f"{PROG}: the first solve failed its self-checks; re-solved at {len(r['candidates'])} fixed focal "
+              f"lengths and kept {r['chosen']}x the sweep's ({r['fixed_consistent_share']:.0%} of observations "
+              f"explained{', focal length then refined' if r['focal_freed'] else ''})", file=sys.stderr)
     for line in s["warnings"]:  # the solver's own checks (no truth): the cameras are likely wrong
         print(f"{PROG}: WARNING: unreliable cameras: {line}", file=sys.stderr)
 

@@ -116,6 +116,9 @@ class FlowCamerasConfig:
     max_focal_change: float = 2.0
     """Self-check: a final bundle adjustment that moves the focal length by more than this factor from the
     incremental one is flagged (held-out gen_01_arc: 4.8x -> 41x the truth, a runaway)."""
+    recover_focal: bool = True
+    """When self-check 2 or 3 fails and no focal length was given, ``recover_focal`` solves again at each fixed
+    focal candidate (5 more solves: the clip takes about 2-3x as long) and keeps the one that explains most."""
 
 
 @dataclass
@@ -141,6 +144,9 @@ class FlowCamerasResult:
     depth_coverage, focal_change."""
     warnings: List[str] = field(default_factory=list)
     """Why the result is unreliable, one line per failed self-check; empty: every check passed."""
+    recovery: Dict = field(default_factory=dict)
+    """Filled when ``recover_focal`` ran (the first solve failed self-check 2 or 3): the consistent share of each
+    fixed focal candidate, the chosen one, whether its focal length was freed, and the first solve's checks."""
 
     @property
     def reliable(self) -> bool:
@@ -286,52 +292,115 @@ def essential_candidates(pa: np.ndarray, pb: np.ndarray, K: np.ndarray, cfg: Flo
                 poses.append(T)
     return poses
 
-def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig(), focal: float = None) -> FlowCamerasResult:
-    """Cameras for one clip. frames: [L, H, W, 3] uint8 RGB in temporal order, L >= 2. focal: known focal length in
-    pixels (None: estimated). Returns OpenCV c2w [L, 4, 4] and K [3, 3]."""
-    L, H, W = frames.shape[:3]
-    samples, observations, matches = clip_observations(frames, cfg)
-    if sum(len(o[2]) for o in observations) == 0:
-        raise ValueError("no textured point could be followed between frames (flat or featureless frames?)")
-    scores, given_focal = {}, focal
-    if focal is None:
-        focal, scores = estimate_focal(matches, W, H, cfg)
-    bundle = FlowBundle(samples, observations, W, H)
+def _reconstruct(bundle: FlowBundle, matches, focal: float, multipliers, free_focal: bool, cfg: FlowCamerasConfig):
+    """Steps 5-7 from one focal length (pixels): the start at each focal*multiplier, incremental registration and
+    the final adjustment; the focal length moves only if free_focal. Resets the bundle's outlier marks first.
+    Returns (c2w [L, 4, 4] OpenCV, depth [samples], focal, incremental c2w, incremental focal, median error)."""
+    L = bundle.L
+    bundle.inlier[:] = True
     # Start: every two-view candidate between frame 0 and a later frame (below init_frames), at every focal
-    # candidate, seeds a reconstruction of the first init_frames frames, adjusted together (focal included); the
-    # lowest reprojection error goes on. A wrong focal length makes an orbit's rotations wrong by a constant
-    # fraction, and the sweep alone was off by up to 2x.
+    # candidate, seeds a reconstruction of the first init_frames frames, adjusted together; the lowest
+    # reprojection error goes on. A wrong focal length makes an orbit's rotations wrong by a constant fraction,
+    # and the sweep alone was off by up to 2x.
     first = min(cfg.init_frames, L)
     best = None
-    for f0 in [float(focal) * m for m in (cfg.focal_candidates if given_focal is None else (1.0,))]:
-        K = intrinsics_matrix(f0, f0, W / 2, H / 2)
+    for f0 in [float(focal) * m for m in multipliers]:
+        K = intrinsics_matrix(f0, f0, bundle.W / 2, bundle.H / 2)
         for g in sorted(j for (i, j) in matches if i == 0 and j < first):
             for T in essential_candidates(*matches[(0, g)], K, cfg):
                 start = np.full((L, 4, 4), np.nan)
                 start[0], start[g] = np.eye(4), T
                 c2w, depth, _ = register_incrementally(bundle, start, f0, cfg, first)
-                c2w, depth, f, err = bundle.adjust(c2w, depth, f0, np.ones(L, bool), cfg.window_iterations,
-                                                   cfg.optimise_focal and given_focal is None)
+                c2w, depth, f, err = bundle.adjust(c2w, depth, f0, np.ones(L, bool), cfg.window_iterations, free_focal)
                 if best is None or err < best[2]:
                     best = (c2w, depth, err, float(f))
     if best is None:
         raise ValueError(f"no two of the first {first} frames share enough consistent matches to start "
                          f"(at least {cfg.min_inliers}): too little texture, too little overlap, or a cut")
     focal = best[3]
-    K = intrinsics_matrix(focal, focal, W / 2, H / 2)
-    c2w, depth, _ = register_incrementally(bundle, best[0], focal, cfg, L)
-    result = FlowCamerasResult(c2w, K, scores, c2w_incremental=c2w.copy(), focal_incremental=focal)
+    c2w, depth, err = register_incrementally(bundle, best[0], focal, cfg, L)
+    c2w_incremental = c2w.copy()
     if cfg.ba_iterations > 0:
-        free, free_focal = np.arange(L) > 0, cfg.optimise_focal and given_focal is None  # a given focal stays
+        c2w, depth, focal, err = _final_adjustment(bundle, c2w, depth, focal, free_focal, cfg)
+    return c2w, depth, focal, c2w_incremental, best[3], err
+
+
+def _final_adjustment(bundle: FlowBundle, c2w, depth, focal: float, free_focal: bool, cfg: FlowCamerasConfig):
+    """Step 7: every frame but the first adjusted together, with outlier rejection; samples whose observations
+    were all rejected lose their depth. Returns (c2w, depth, focal, median error)."""
+    free = np.arange(bundle.L) > 0
+    c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, free_focal)
+    for _ in range(2 if cfg.reject_threshold > 0 else 0):
+        bundle.reject_outliers(c2w, depth, focal, cfg.reject_threshold)
         c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, free_focal)
-        for _ in range(2 if cfg.reject_threshold > 0 else 0):
-            bundle.reject_outliers(c2w, depth, focal, cfg.reject_threshold)
-            c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, free_focal)
-        supported = np.zeros(len(depth), bool)
-        supported[bundle.S[bundle.inlier]] = True
-        depth = np.where(supported, depth, np.nan)  # every observation of the sample rejected: no depth
-        result.c2w_opencv, result.K, result.ba_median_error = c2w, intrinsics_matrix(focal, focal, W / 2, H / 2), err
+    supported = np.zeros(len(depth), bool)
+    supported[bundle.S[bundle.inlier]] = True
+    return c2w, np.where(supported, depth, np.nan), focal, err
+
+
+def _result(bundle: FlowBundle, matches, solved, scores, cfg: FlowCamerasConfig):
+    """A checked FlowCamerasResult from ``_reconstruct``'s output; returns (result, depth)."""
+    c2w, depth, focal, c2w_incremental, focal_incremental, err = solved
+    W, H = bundle.W, bundle.H
+    result = FlowCamerasResult(c2w, intrinsics_matrix(focal, focal, W / 2, H / 2), scores, c2w_incremental,
+                               focal_incremental, err)
     self_checks(result, bundle, matches, depth, cfg)
+    return result, depth
+
+
+def needs_focal_recovery(checks: Dict[str, float], cfg: FlowCamerasConfig) -> bool:
+    """Self-check 2 or 3 failed: the cameras do not explain the flow, or the focal length ran away. (A failed check
+    1 alone, flow that fits no rigid scene, is not something another focal length can fix.)"""
+    return bool(check_warnings({k: checks[k] for k in ("consistent_share", "focal_change")}, cfg))
+
+
+def recover_focal(bundle: FlowBundle, matches, sweep_focal: float, scores, cfg: FlowCamerasConfig):
+    """The whole solve again with the focal length FIXED at each focal_candidates multiple of the sweep's; the one
+    whose cameras explain the most observations (self-check 2's share, comparable across solves because it counts
+    every observation) is kept, and its focal length is then freed in one more final adjustment, kept only if the
+    share does not fall and the focal length moves less than max_focal_change. Why: a wrong start focal length is
+    the failure seen (development orbit 30006: the share peaks at 0.853 at the candidate that gives Racc@5 1.00;
+    TTO exp 10 in LEARNING.md). Returns (result, depth) with result.recovery filled."""
+    tried, best = {}, None
+    for m in cfg.focal_candidates:
+        result, depth = _result(bundle, matches, _reconstruct(bundle, matches, sweep_focal * m, (1.0,), False, cfg),
+                                scores, cfg)
+        tried[m] = result.checks["consistent_share"]
+        if best is None or tried[m] > best[0].checks["consistent_share"]:
+            best = (result, depth, bundle.inlier.copy(), m)
+    result, depth, bundle.inlier, chosen = best
+    fixed_focal, share = float(result.K[0, 0]), result.checks["consistent_share"]
+    c2w, freed_depth, f, err = _final_adjustment(bundle, result.c2w_opencv, depth, fixed_focal, cfg.optimise_focal, cfg)
+    freed, freed_depth = _result(bundle, matches, (c2w, freed_depth, f, result.c2w_incremental, fixed_focal, err),
+                                 scores, cfg)
+    keep_freed = cfg.optimise_focal and freed.checks["consistent_share"] >= share and \
+        1 / cfg.max_focal_change <= freed.checks["focal_change"] <= cfg.max_focal_change
+    if keep_freed:
+        result, depth = freed, freed_depth
+    result.recovery = {"candidates": {float(k): round(v, 4) for k, v in tried.items()}, "chosen": float(chosen),
+                       "fixed_focal": fixed_focal, "fixed_consistent_share": share, "focal_freed": bool(keep_freed)}
+    return result, depth
+
+
+def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig(), focal: float = None) -> FlowCamerasResult:
+    """Cameras for one clip. frames: [L, H, W, 3] uint8 RGB in temporal order, L >= 2. focal: known focal length in
+    pixels (None: estimated, and recovered by ``recover_focal`` if the checks say the solve failed). Returns OpenCV
+    c2w [L, 4, 4] and K [3, 3]."""
+    L, H, W = frames.shape[:3]
+    samples, observations, matches = clip_observations(frames, cfg)
+    if sum(len(o[2]) for o in observations) == 0:
+        raise ValueError("no textured point could be followed between frames (flat or featureless frames?)")
+    scores, estimated = {}, focal is None
+    if estimated:
+        focal, scores = estimate_focal(matches, W, H, cfg)
+    bundle = FlowBundle(samples, observations, W, H)
+    solved = _reconstruct(bundle, matches, focal, cfg.focal_candidates if estimated else (1.0,),
+                          cfg.optimise_focal and estimated, cfg)  # a given focal length stays
+    result, depth = _result(bundle, matches, solved, scores, cfg)
+    if estimated and cfg.recover_focal and needs_focal_recovery(result.checks, cfg):
+        first = {"checks": result.checks, "warnings": result.warnings, "focal": float(result.K[0, 0])}
+        result, depth = recover_focal(bundle, matches, focal, scores, cfg)
+        result.recovery["first_solve"] = first
     result.sample_pixels = samples
     result.sample_depth = [depth[a:b] for a, b in zip(bundle.offsets[:-1], bundle.offsets[1:])]
     return result
