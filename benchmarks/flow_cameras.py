@@ -40,7 +40,7 @@ from pensieve_ns.eval.metrics import depth_abs_rel  # noqa: E402
 from pensieve_ns.eval.poses import focal_error, pair_indices, relative_pose_errors, rotation_angle_deg  # noqa: E402
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
 from pensieve_ns.flow.correspondences import clip_observations  # noqa: E402
-from pensieve_ns.flow.solver import check_warnings, epipolar_inlier_share  # noqa: E402
+from pensieve_ns.flow.checks import check_warnings, epipolar_inlier_share  # noqa: E402
 
 
 def generated_orbits(n: int, first: int = 0, kinds=("orbit", "arc")) -> List[Dict]:

@@ -15,7 +15,8 @@ from pensieve_ns.data.synthetic import generate_clip
 from pensieve_ns.errors import PensieveInputError
 from pensieve_ns.eval.poses import focal_error, relative_pose_errors
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras
-from pensieve_ns.flow.solver import FlowCamerasResult, self_checks
+from pensieve_ns.flow.checks import self_checks
+from pensieve_ns.flow.solver import FlowCamerasResult
 from pensieve_ns.flow.bundle import FlowBundle
 from pensieve_ns.flow.cli import CamerasConfig, solve_input
 from pensieve_ns.flow.correspondences import adjacent_flows, dense_flows, sift_features, velocity_chain

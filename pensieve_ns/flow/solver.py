@@ -29,6 +29,9 @@ The pipeline, for L frames in temporal order:
   8. ``self_checks``, with no truth: does the flow fit one rigid scene, do the cameras explain it, did the focal
      length run away; failed checks become ``FlowCamerasResult.warnings`` (TTO exp 9: on 12 held-out clips the
      flow check flags the one outright failure and none of the 10 right clips; it misses the partly wrong one).
+  9. ``recover_focal``, only when check 2 or 3 fails and no focal length was given: steps 5-7 again with the focal
+     length fixed at each candidate; the one whose cameras explain the most observations is kept, then its focal
+     length freed (TTO exp 10: development orbit 30006 went from Racc@5 0.09, focal 74 % off, to 1.00 and 3 %).
 
 Measured (LEARNING.md, TTO exps 6-9): ``chair_orbit`` every 4th frame at 128 px, the one pre-declared run of these
 defaults: Racc@5 0.98 for pairs within 10 frames (COLMAP 0.06; exp 7's settings, velocity_init False, max_gap 3,
@@ -52,6 +55,7 @@ import numpy as np
 from pensieve_ns.cameras import intrinsics_matrix
 from pensieve_ns.eval.poses import rotation_angle_deg
 from pensieve_ns.flow.bundle import FlowBundle
+from pensieve_ns.flow.checks import needs_focal_recovery, self_checks
 from pensieve_ns.flow.correspondences import clip_observations
 
 
@@ -152,6 +156,7 @@ class FlowCamerasResult:
     def reliable(self) -> bool:
         return not self.warnings
 
+
 def sampson_distance(E: np.ndarray, K: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
     """First-order geometric distance (pixels) of matches [N, 2] to the epipolar geometry of E [3, 3] under K."""
     Kinv = np.linalg.inv(K)
@@ -162,52 +167,6 @@ def sampson_distance(E: np.ndarray, K: np.ndarray, pa: np.ndarray, pb: np.ndarra
     num = (xb * Fa).sum(1) ** 2
     den = Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Ftb[:, 0] ** 2 + Ftb[:, 1] ** 2
     return np.sqrt(num / np.maximum(den, 1e-12))
-
-
-def epipolar_inlier_share(matches: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]], threshold: float) -> float:
-    """Mean over adjacent pairs (i, i+1) of the share of flow matches within threshold pixels of the fundamental
-    matrix MAGSAC fits to them: near 1 when the flow is one rigid scene's, lower where it landed on a repeated
-    texture or a wrong surface (no calibration needed, so a wrong focal length does not lower it)."""
-    shares = []
-    for (i, j), (pa, pb) in matches.items():
-        if j != i + 1:
-            continue
-        if len(pa) < 15:
-            shares.append(0.0)
-            continue
-        _, mask = cv2.findFundamentalMat(pa, pb, cv2.USAC_MAGSAC, threshold, 0.999)
-        shares.append(0.0 if mask is None else float(mask.mean()))
-    return float(np.mean(shares)) if shares else 0.0
-
-
-def check_warnings(checks: Dict[str, float], cfg: FlowCamerasConfig) -> List[str]:
-    """One line per failed self-check among those present in checks (see ``self_checks``); empty: all pass."""
-    out = []
-    if checks.get("epipolar_inliers", 1.0) < cfg.min_epipolar_inliers:
-        out.append(f"only {checks['epipolar_inliers']:.0%} of adjacent-frame flow matches fit one rigid scene "
-                   f"(expected >= {cfg.min_epipolar_inliers:.0%}): flow is wrong on repeated textures, large motions "
-                   "or moving objects")
-    if checks.get("consistent_share", 1.0) < cfg.min_consistent_share:
-        out.append(f"the cameras explain only {checks['consistent_share']:.0%} of the observations within "
-                   f"{cfg.consistency_pixels} px (expected >= {cfg.min_consistent_share:.0%})")
-    if not 1 / cfg.max_focal_change <= checks.get("focal_change", 1.0) <= cfg.max_focal_change:
-        out.append(f"the final bundle adjustment moved the focal length {checks['focal_change']:.2f}x "
-                   "(a runaway: the reconstruction is degenerate)")
-    return out
-
-
-def self_checks(result: FlowCamerasResult, bundle: FlowBundle, matches, depth: np.ndarray, cfg: FlowCamerasConfig):
-    """Fill result.checks and result.warnings from what the solver has, never from truth: is the flow rigid
-    (epipolar_inliers), do the cameras explain it (consistent_share: observations reprojected within
-    consistency_pixels, depthless samples' observations counted as unexplained), how many samples got a depth,
-    and did the final adjustment move the focal length far (a runaway)."""
-    focal = float(result.K[0, 0])
-    err = bundle.residuals(result.c2w_opencv, depth, focal)
-    c = {"epipolar_inliers": epipolar_inlier_share(matches, cfg.ransac_threshold),
-         "consistent_share": float(np.mean(err <= cfg.consistency_pixels)),
-         "depth_coverage": float(np.isfinite(depth).mean()),
-         "focal_change": focal / result.focal_incremental}
-    result.checks, result.warnings = c, check_warnings(c, cfg)
 
 
 def _essential(pa: np.ndarray, pb: np.ndarray, K: np.ndarray, cfg: FlowCamerasConfig):
@@ -346,12 +305,6 @@ def _result(bundle: FlowBundle, matches, solved, scores, cfg: FlowCamerasConfig)
                                focal_incremental, err)
     self_checks(result, bundle, matches, depth, cfg)
     return result, depth
-
-
-def needs_focal_recovery(checks: Dict[str, float], cfg: FlowCamerasConfig) -> bool:
-    """Self-check 2 or 3 failed: the cameras do not explain the flow, or the focal length ran away. (A failed check
-    1 alone, flow that fits no rigid scene, is not something another focal length can fix.)"""
-    return bool(check_warnings({k: checks[k] for k in ("consistent_share", "focal_change")}, cfg))
 
 
 def recover_focal(bundle: FlowBundle, matches, sweep_focal: float, scores, cfg: FlowCamerasConfig):
