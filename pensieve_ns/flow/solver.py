@@ -33,7 +33,7 @@ The pipeline, for L frames in temporal order:
      length fixed at each candidate; the one whose cameras explain the most observations is kept, then its focal
      length freed (TTO exp 10: development orbit 30006 went from Racc@5 0.09, focal 74 % off, to 1.00 and 3 %).
 
-Measured (LEARNING.md, TTO exps 6-9): ``chair_orbit`` every 4th frame at 128 px, the one pre-declared run of these
+Measured (LEARNING.md, TTO exps 6-10): ``chair_orbit`` every 4th frame at 128 px, the one pre-declared run of these
 defaults: Racc@5 0.98 for pairs within 10 frames (COLMAP 0.06; exp 7's settings, velocity_init False, max_gap 3,
 reject_threshold 0: 0.91), focal error 0.01 %, 31 min on this 2-core CPU. Generated room orbits and arcs (tiled textures, a big
 central object), 8 held-out clips, these defaults (exp 8): Racc@5 1.00 on 6, 0.69 and 0.00 on the others (exp 7:
