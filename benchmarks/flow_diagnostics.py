@@ -34,6 +34,7 @@ from pensieve_ns.eval.poses import focal_error  # noqa: E402
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
 from pensieve_ns.flow.bundle import FlowBundle  # noqa: E402
 from pensieve_ns.flow.correspondences import clip_observations  # noqa: E402
+from pensieve_ns.flow.checks import epipolar_inlier_share  # noqa: E402
 from pensieve_ns.flow.solver import estimate_focal  # noqa: E402
 
 
@@ -77,7 +78,8 @@ def main() -> None:
             err, hidden = reference_errors(bundle, dmaps, gt, f)
             row = {"clip": f"{seed}_{kind}", "obs": len(err), "flow_s": round(time.perf_counter() - t0, 1),
                    "err_med": float(np.median(err)), "beyond3": float((err > 3).mean()), "hidden": float(hidden.mean()),
-                   "beyond3_visible": float((err[~hidden] > 3).mean())}
+                   "beyond3_visible": float((err[~hidden] > 3).mean()),
+                   "epipolar_inliers": round(epipolar_inlier_share(matches, cfg.ransac_threshold), 3)}
             depth0 = np.concatenate([d[s[:, 1].astype(int), s[:, 0].astype(int)] for d, s in zip(dmaps, samples)])
             for thr in ([] if args.no_truth else [None]) + list(args.reject):
                 b = FlowBundle(samples, observations, 128, 128)
