@@ -15,7 +15,7 @@ from pensieve_ns.data.synthetic import generate_clip
 from pensieve_ns.errors import PensieveInputError
 from pensieve_ns.eval.poses import focal_error, relative_pose_errors
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras
-from pensieve_ns.flow.checks import self_checks
+from pensieve_ns.flow.checks import epipolar_inlier_share, self_checks
 from pensieve_ns.flow.solver import FlowCamerasResult
 from pensieve_ns.flow.bundle import FlowBundle
 from pensieve_ns.flow.cli import CamerasConfig, solve_input
@@ -153,7 +153,7 @@ def test_self_checks_flag_non_rigid_flow_unexplained_observations_and_a_focal_ru
     def checked(matches, cameras, focal_final):
         bundle = FlowBundle([pix, np.zeros((0, 2))], [(0, 1, np.arange(len(pix)), matches[(0, 1)][1])], 64, 64)
         result = FlowCamerasResult(cameras, intrinsics_matrix(focal_final, focal_final, 32, 32), focal_incremental=60.0)
-        self_checks(result, bundle, matches, depth, cfg)
+        self_checks(result, bundle, epipolar_inlier_share(matches, cfg.ransac_threshold), depth, cfg)
         return result
 
     right = checked({(0, 1): (pix, target)}, c2w, 60.0)

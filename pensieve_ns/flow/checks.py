@@ -52,14 +52,16 @@ def needs_focal_recovery(checks: Dict[str, float], cfg: FlowCamerasConfig) -> bo
     return bool(check_warnings({k: checks[k] for k in ("consistent_share", "focal_change")}, cfg))
 
 
-def self_checks(result: FlowCamerasResult, bundle: FlowBundle, matches, depth: np.ndarray, cfg: FlowCamerasConfig):
+def self_checks(result: FlowCamerasResult, bundle: FlowBundle, epipolar_inliers: float, depth: np.ndarray,
+                cfg: FlowCamerasConfig):
     """Fill result.checks and result.warnings from what the solver has, never from truth: is the flow rigid
-    (epipolar_inliers), do the cameras explain it (consistent_share: observations reprojected within
+    (epipolar_inliers, from ``epipolar_inlier_share``: it depends on the flow only, so a clip computes it once for
+    all its solves), do the cameras explain it (consistent_share: observations reprojected within
     consistency_pixels, depthless samples' observations counted as unexplained), how many samples got a depth,
     and did the final adjustment move the focal length far (a runaway)."""
     focal = float(result.K[0, 0])
     err = bundle.residuals(result.c2w_opencv, depth, focal)
-    c = {"epipolar_inliers": epipolar_inlier_share(matches, cfg.ransac_threshold),
+    c = {"epipolar_inliers": epipolar_inliers,
          "consistent_share": float(np.mean(err <= cfg.consistency_pixels)),
          "depth_coverage": float(np.isfinite(depth).mean()),
          "focal_change": focal / result.focal_incremental}

@@ -55,7 +55,7 @@ import numpy as np
 from pensieve_ns.cameras import intrinsics_matrix
 from pensieve_ns.eval.poses import rotation_angle_deg
 from pensieve_ns.flow.bundle import FlowBundle
-from pensieve_ns.flow.checks import needs_focal_recovery, self_checks
+from pensieve_ns.flow.checks import check_warnings, epipolar_inlier_share, needs_focal_recovery, self_checks
 from pensieve_ns.flow.correspondences import clip_observations
 
 
@@ -297,17 +297,18 @@ def _final_adjustment(bundle: FlowBundle, c2w, depth, focal: float, free_focal: 
     return c2w, np.where(supported, depth, np.nan), focal, err
 
 
-def _result(bundle: FlowBundle, matches, solved, scores, cfg: FlowCamerasConfig):
-    """A checked FlowCamerasResult from ``_reconstruct``'s output; returns (result, depth)."""
+def _result(bundle: FlowBundle, epipolar: float, solved, scores, cfg: FlowCamerasConfig):
+    """A checked FlowCamerasResult from ``_reconstruct``'s output (epipolar: the clip's epipolar inlier share);
+    returns (result, depth)."""
     c2w, depth, focal, c2w_incremental, focal_incremental, err = solved
     W, H = bundle.W, bundle.H
     result = FlowCamerasResult(c2w, intrinsics_matrix(focal, focal, W / 2, H / 2), scores, c2w_incremental,
                                focal_incremental, err)
-    self_checks(result, bundle, matches, depth, cfg)
+    self_checks(result, bundle, epipolar, depth, cfg)
     return result, depth
 
 
-def recover_focal(bundle: FlowBundle, matches, sweep_focal: float, scores, cfg: FlowCamerasConfig):
+def recover_focal(bundle: FlowBundle, matches, epipolar: float, sweep_focal: float, scores, cfg: FlowCamerasConfig):
     """The whole solve again with the focal length FIXED at each focal_candidates multiple of the sweep's; the one
     whose cameras explain the most observations (self-check 2's share, comparable across solves because it counts
     every observation) is kept, and its focal length is then freed in one more final adjustment, kept only if the
@@ -316,7 +317,7 @@ def recover_focal(bundle: FlowBundle, matches, sweep_focal: float, scores, cfg: 
     TTO exp 10 in LEARNING.md). Returns (result, depth) with result.recovery filled."""
     tried, best = {}, None
     for m in cfg.focal_candidates:
-        result, depth = _result(bundle, matches, _reconstruct(bundle, matches, sweep_focal * m, (1.0,), False, cfg),
+        result, depth = _result(bundle, epipolar, _reconstruct(bundle, matches, sweep_focal * m, (1.0,), False, cfg),
                                 scores, cfg)
         tried[m] = result.checks["consistent_share"]
         if best is None or tried[m] > best[0].checks["consistent_share"]:
@@ -324,10 +325,10 @@ def recover_focal(bundle: FlowBundle, matches, sweep_focal: float, scores, cfg: 
     result, depth, bundle.inlier, chosen = best
     fixed_focal, share = float(result.K[0, 0]), result.checks["consistent_share"]
     c2w, freed_depth, f, err = _final_adjustment(bundle, result.c2w_opencv, depth, fixed_focal, cfg.optimise_focal, cfg)
-    freed, freed_depth = _result(bundle, matches, (c2w, freed_depth, f, result.c2w_incremental, fixed_focal, err),
+    freed, freed_depth = _result(bundle, epipolar, (c2w, freed_depth, f, result.c2w_incremental, fixed_focal, err),
                                  scores, cfg)
     keep_freed = cfg.optimise_focal and freed.checks["consistent_share"] >= share and \
-        1 / cfg.max_focal_change <= freed.checks["focal_change"] <= cfg.max_focal_change
+        not check_warnings({"focal_change": freed.checks["focal_change"]}, cfg)
     if keep_freed:
         result, depth = freed, freed_depth
     result.recovery = {"candidates": {float(k): round(v, 4) for k, v in tried.items()}, "chosen": float(chosen),
@@ -339,7 +340,7 @@ def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig
     """Cameras for one clip. frames: [L, H, W, 3] uint8 RGB in temporal order, L >= 2. focal: known focal length in
     pixels (None: estimated, and recovered by ``recover_focal`` if the checks say the solve failed). Returns OpenCV
     c2w [L, 4, 4] and K [3, 3]."""
-    L, H, W = frames.shape[:3]
+    H, W = frames.shape[1:3]
     samples, observations, matches = clip_observations(frames, cfg)
     if sum(len(o[2]) for o in observations) == 0:
         raise ValueError("no textured point could be followed between frames (flat or featureless frames?)")
@@ -349,10 +350,11 @@ def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig
     bundle = FlowBundle(samples, observations, W, H)
     solved = _reconstruct(bundle, matches, focal, cfg.focal_candidates if estimated else (1.0,),
                           cfg.optimise_focal and estimated, cfg)  # a given focal length stays
-    result, depth = _result(bundle, matches, solved, scores, cfg)
+    epipolar = epipolar_inlier_share(matches, cfg.ransac_threshold)
+    result, depth = _result(bundle, epipolar, solved, scores, cfg)
     if estimated and cfg.recover_focal and needs_focal_recovery(result.checks, cfg):
         first = {"checks": result.checks, "warnings": result.warnings, "focal": float(result.K[0, 0])}
-        result, depth = recover_focal(bundle, matches, focal, scores, cfg)
+        result, depth = recover_focal(bundle, matches, epipolar, focal, scores, cfg)
         result.recovery["first_solve"] = first
     result.sample_pixels = samples
     result.sample_depth = [depth[a:b] for a, b in zip(bundle.offsets[:-1], bundle.offsets[1:])]
