@@ -14,7 +14,8 @@ generated clips also depth AbsRel (median-scaled) of the solver's per-sample dep
 at those pixels, with the share of samples that got a depth (the identity row: one constant depth, all samples).
 Every solve also reports the solver's own self-checks (no truth: ``FlowCamerasResult.checks``): the table's last
 column says whether the solver flagged its result, so the flag can be scored against the truth, and whether the
-first solve failed and ``recover_focal`` replaced it (TTO exp 10);
+first solve failed and ``recover_focal`` replaced it (TTO exp 10), or the flow fallback solved again with the other
+flow start (TTO exp 12; the row "flow+BA, first flow only" is the solve the solver had before that step);
 ``--epipolar-only`` computes just the flow-level check (seconds per clip).
 
     python benchmarks/flow_cameras.py --generated 4 --out benchmarks/results/flow_cameras
@@ -106,6 +107,10 @@ def check_cell(row: Dict) -> str:
         first = r["first_solve"]["checks"]
         cell += (f"; first solve ({first['consistent_share']:.2f}, {first['focal_change']:.2f}x) recovered at "
                  f"{r['chosen']}x{', focal freed' if r['focal_freed'] else ''}")
+    fb = row.get("fallback")
+    if fb:  # flagged or below flow_fallback_share: solved again with the other flow start (step 10)
+        cell += (f"; flow fallback: shares {fb['consistent_share'][0]:.2f} (first) / {fb['consistent_share'][1]:.2f} "
+                 f"(other), kept the {'other' if fb['kept'] else 'first'}")
     return cell
 
 
@@ -131,8 +136,12 @@ def main() -> None:
         t0 = time.perf_counter()
         res = solve_cameras(clip["images"], cfg)
         seconds = time.perf_counter() - t0
+        fb = res.fallback
+        first = (fb["dropped"]["c2w_opencv"], fb["dropped"]["focal"]) if fb and fb["kept"] else \
+            (res.c2w_opencv, float(res.K[0, 0]))  # the first flow's solve: what the solver gave before step 10
         for method, c2w, fx in (
             ("flow+BA", res.c2w_opencv, float(res.K[0, 0])),
+            ("flow+BA, first flow only", *first),
             ("flow, before final BA", res.c2w_incremental, res.focal_incremental),
             ("identity", np.tile(np.eye(4), (len(clip["c2w"]), 1, 1)), None),
         ):
@@ -141,7 +150,10 @@ def main() -> None:
             row["seconds"] = seconds if method == "flow+BA" else None
             if method == "flow+BA":
                 row["checks"], row["warnings"], row["recovery"] = res.checks, res.warnings, res.recovery
-            if clip.get("depth") is not None and method != "flow, before final BA":
+                row["fallback"] = {k: v for k, v in fb.items() if k != "dropped"}
+                if fb:
+                    row["fallback"]["dropped_checks"] = fb["dropped"]["checks"]
+            if clip.get("depth") is not None and method in ("flow+BA", "identity"):
                 row.update(sample_depth_row(res, clip["depth"], constant=method == "identity"))
             rows.append(row)
             print(json.dumps(row), flush=True)

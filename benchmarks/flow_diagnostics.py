@@ -7,7 +7,8 @@ Per clip (60 frames rendered at 128 px, every 3rd kept, as ``flow_cameras.py``):
   - bundle adjustment started from the TRUTH (cameras, depths, focal length): where it drifts to, plain (Cauchy)
     and with outlier rejection rounds (``--reject`` pixels): if it drifts from the truth, no start can be saved
     by a better start;
-  - with ``--solve``: the whole solver as configured (``FlowCamerasConfig`` plus ``--set key=value``);
+  - with ``--solve``: the whole solver as configured (``FlowCamerasConfig`` plus ``--set key=value``; with the flow
+    fallback, also the dropped solve's accuracy; ``--set flow_fallback_share=0`` solves with one flow only);
   - with ``--fixed-focal M ...``: the whole solver with the focal length fixed at M times the sweep's estimate, and
     the share of observations its cameras explain (self-check 2), to see whether that share ranks focal lengths.
 
@@ -110,6 +111,13 @@ def main() -> None:
                         "fixed_focal_err": round(focal_error(r["fixed_focal"], f), 3),
                         "first_focal_err": round(focal_error(r["first_solve"]["focal"], f), 3),
                         "first_checks": {k: round(v, 3) for k, v in r["first_solve"]["checks"].items()}}
+                if res.fallback:  # flagged or below flow_fallback_share: solved with the other flow too (TTO exp 12)
+                    fb, d = res.fallback, res.fallback["dropped"]
+                    q = pose_row(d["c2w_opencv"], gt, 10)
+                    row["solve"]["fallback"] = {
+                        "velocity_init": fb["velocity_init"], "consistent_share": [round(v, 3) for v in fb["consistent_share"]],
+                        "kept": fb["kept"], "dropped": {"Racc@5": round(q["Racc@5"], 2), "rot_med": round(q["rot_err_median"], 2),
+                                                        "focal_err": round(focal_error(d["focal"], f), 3)}}
             if args.fixed_focal:  # does check 2's share rank fixed focal lengths? (TTO exp 9, orbit 30006)
                 sweep, _ = estimate_focal(matches, 128, 128, cfg)
                 row["fixed_focal"] = []

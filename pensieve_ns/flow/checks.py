@@ -25,7 +25,10 @@ def epipolar_inlier_share(matches: Dict[Tuple[int, int], Tuple[np.ndarray, np.nd
         if len(pa) < 15:
             shares.append(0.0)
             continue
-        _, mask = cv2.findFundamentalMat(pa, pb, cv2.USAC_MAGSAC, threshold, 0.999)
+        try:
+            _, mask = cv2.findFundamentalMat(pa, pb, cv2.USAC_MAGSAC, threshold, 0.999)
+        except cv2.error:  # MAGSAC asserts on degenerate matches (seen on a wrong flow chain): no rigid fit
+            mask = None
         shares.append(0.0 if mask is None else float(mask.mean()))
     return float(np.mean(shares)) if shares else 0.0
 

@@ -15,7 +15,9 @@ focal 0.01 %, 31 min; 20 held-out generated clips: Racc@5 mean 0.90, focal media
 Self-checks (no truth; in transforms.json as ``self_checks`` and ``warnings``, and printed as warnings): whether the
 flow fits one rigid scene, whether the cameras explain it, and whether the focal length ran away. When the last
 two fail and --focal is not given, the solve is redone at fixed focal lengths and the one that explains most of the
-flow is kept (``focal_recovery`` in transforms.json; it takes about 3x as long).
+flow is kept (``focal_recovery`` in transforms.json; it takes about 3x as long). When the result is still flagged or
+explains less than 80 % of the observations, the whole solve is redone with the other flow start (constant-velocity
+carrying or per-pair SIFT starts) and the one that explains more is kept (``flow_fallback``; about 2x as long).
 Limits: one focal length, principal point at the centre, no lens distortion, no loop closure; needs texture
 (white backgrounds are ignored, a clip with none fails with a message).
 """
@@ -77,15 +79,18 @@ def solve_input(cfg: CamerasConfig) -> dict:
         raise PensieveInputError(cfg.input, str(err)) from None
     seconds = time.perf_counter() - t
     c2w, K = torch.from_numpy(result.c2w_opencv), torch.from_numpy(result.K)
+    fallback = {k: v for k, v in result.fallback.items() if k != "dropped"}  # the dropped cameras stay out of the JSON
+    if result.fallback:
+        fallback["dropped_checks"] = result.fallback["dropped"]["checks"]
     with staged_folder(out) as tmp:
         write_scene(tmp, images, ids, c2w, K, {"method": "pensieve-cameras (optical flow + bundle adjustment)",
                                                "input": str(cfg.input), "median_reprojection_error_px": result.ba_median_error,
                                                "self_checks": result.checks, "warnings": result.warnings,
-                                               "focal_recovery": result.recovery})
+                                               "focal_recovery": result.recovery, "flow_fallback": fallback})
         gt = clip.gt.c2w_opencv[ids] if clip.gt is not None else None
         plot_cameras(tmp / "cameras.png", result.c2w_opencv, gt)
     return {"frames": len(images), "focal": float(K[0, 0]), "seconds": seconds, "error": result.ba_median_error,
-            "warnings": result.warnings, "recovery": result.recovery}
+            "warnings": result.warnings, "recovery": result.recovery, "fallback": fallback}
 
 
 def main(cfg: CamerasConfig) -> None:
@@ -104,6 +109,11 @@ def main(cfg: CamerasConfig) -> None:
         print(f"{PROG}: the first solve failed its self-checks; re-solved at {len(r['candidates'])} fixed focal "
               f"lengths and kept {r['chosen']}x the sweep's ({r['fixed_consistent_share']:.0%} of observations "
               f"explained{', focal length then refined' if r['focal_freed'] else ''})", file=sys.stderr)
+    if s["fallback"]:  # the first solve was flagged or explained too little: redone with the other flow
+        f = s["fallback"]
+        print(f"{PROG}: the first solve explained {f['consistent_share'][0]:.0%} of its observations; re-solved with "
+              f"the other flow start ({f['consistent_share'][1]:.0%}) and kept the "
+              f"{'second' if f['kept'] else 'first'}", file=sys.stderr)
     for line in s["warnings"]:  # the solver's own checks (no truth): the cameras are likely wrong
         print(f"{PROG}: WARNING: unreliable cameras: {line}", file=sys.stderr)
 

@@ -137,7 +137,12 @@ def velocity_chain(grey, started: Dict[Tuple[int, int], np.ndarray], dis, up: in
         textured = cv2.cornerMinEigenVal(grey[k + 1].astype(np.float32) / 255.0, blockSize=5 * up) > min_texture
         gap = np.linalg.norm(started[(k + 1, k + 2)] + started[(k + 1, k)], axis=2)[textured]
         disagree.append(float((gap > 4 * up).mean()) if len(gap) else 1.0)
-    m = int(np.argmin(disagree))
+    return carry_from(grey, started, dis, int(np.argmin(disagree)))
+
+
+def carry_from(grey, started: Dict[Tuple[int, int], np.ndarray], dis, m: int) -> Dict[Tuple[int, int], np.ndarray]:
+    """Adjacent flows carried by constant velocity from the anchor pairs (m, m+1) and (m+1, m+2) of ``started``."""
+    L = len(grey)
     flows = {key: started[key] for key in ((m, m + 1), (m + 1, m), (m + 1, m + 2), (m + 2, m + 1))}
     for k in range(m + 2, L - 1):  # forwards
         flows[(k, k + 1)] = dis.calc(grey[k], grey[k + 1], np.ascontiguousarray(-flows[(k, k - 1)]))

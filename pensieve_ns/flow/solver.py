@@ -32,6 +32,11 @@ The pipeline, for L frames in temporal order:
   9. ``recover_focal``, only when check 2 or 3 fails and no focal length was given: steps 5-7 again with the focal
      length fixed at each candidate; the one whose cameras explain the most observations is kept, then its focal
      length freed (TTO exp 10: development orbit 30006 went from Racc@5 0.09, focal 74 % off, to 1.00 and 3 %).
+ 10. The flow fallback, only when the result is still flagged or explains less than flow_fallback_share of its
+     observations: steps 1-9 again with the other adjacent-frame flow start (velocity_init flipped: per-pair SIFT
+     starts instead of constant-velocity carrying, or the reverse), keeping the solve that explains the larger share
+     of its own observations (TTO exp 12: on repeated textures either flow can land a tile off, and the whole
+     solve's share is what tells them apart; a per-pair epipolar share cannot).
 
 Measured (LEARNING.md, TTO exps 6-10): ``chair_orbit`` every 4th frame at 128 px, the one pre-declared run of these
 defaults: Racc@5 0.98 for pairs within 10 frames (COLMAP 0.06; exp 7's settings, velocity_init False, max_gap 3,
@@ -46,7 +51,7 @@ y down, z forward); frame 0 is the identity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Tuple
 
 import cv2
@@ -123,6 +128,11 @@ class FlowCamerasConfig:
     recover_focal: bool = True
     """When self-check 2 or 3 fails and no focal length was given, ``recover_focal`` solves again at each fixed
     focal candidate (5 more solves: the clip takes about 2-3x as long) and keeps the one that explains most."""
+    flow_fallback_share: float = 0.8
+    """Step 10: a solve that is flagged, or whose cameras explain less than this share of the observations, is redone
+    with the other adjacent-frame flow (velocity_init flipped) and the larger share wins (0: off). Development
+    orbits (TTO exp 12): partly wrong solves explained 0.66-0.72, right ones 0.86-0.89; orbit 30019 went from
+    Racc@5 0.61 (0.67) to 1.00 (0.89), orbit 30014 kept its first solve (0.66 against 0.45)."""
 
 
 @dataclass
@@ -151,6 +161,10 @@ class FlowCamerasResult:
     recovery: Dict = field(default_factory=dict)
     """Filled when ``recover_focal`` ran (the first solve failed self-check 2 or 3): the consistent share of each
     fixed focal candidate, the chosen one, whether its focal length was freed, and the first solve's checks."""
+    fallback: Dict = field(default_factory=dict)
+    """Filled when the flow fallback ran (``solve_cameras``, step 10): velocity_init and the consistent share of the
+    first and the other flow's solve, which was kept (0 first, 1 other), and the dropped solve's cameras, focal
+    length, checks and warnings."""
 
     @property
     def reliable(self) -> bool:
@@ -336,10 +350,8 @@ def recover_focal(bundle: FlowBundle, matches, epipolar: float, sweep_focal: flo
     return result, depth
 
 
-def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig(), focal: float = None) -> FlowCamerasResult:
-    """Cameras for one clip. frames: [L, H, W, 3] uint8 RGB in temporal order, L >= 2. focal: known focal length in
-    pixels (None: estimated, and recovered by ``recover_focal`` if the checks say the solve failed). Returns OpenCV
-    c2w [L, 4, 4] and K [3, 3]."""
+def _solve_flow(frames: np.ndarray, cfg: FlowCamerasConfig, focal: float = None) -> FlowCamerasResult:
+    """Steps 1-9 with one flow setting (cfg.velocity_init): the solve of ``solve_cameras`` before any fallback."""
     H, W = frames.shape[1:3]
     samples, observations, matches = clip_observations(frames, cfg)
     if sum(len(o[2]) for o in observations) == 0:
@@ -359,3 +371,26 @@ def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig
     result.sample_pixels = samples
     result.sample_depth = [depth[a:b] for a, b in zip(bundle.offsets[:-1], bundle.offsets[1:])]
     return result
+
+
+def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig(), focal: float = None) -> FlowCamerasResult:
+    """Cameras for one clip. frames: [L, H, W, 3] uint8 RGB in temporal order, L >= 2. focal: known focal length in
+    pixels (None: estimated, and recovered by ``recover_focal`` if the checks say the solve failed). Returns OpenCV
+    c2w [L, 4, 4] and K [3, 3].
+
+    Step 10, the flow fallback (``flow_fallback_share``): when the solve is flagged or explains less than that share
+    of its observations, the whole solve is redone with the other adjacent-frame flow (velocity_init flipped), and
+    the result whose cameras explain the larger share of their own observations is kept; ``result.fallback``
+    records both."""
+    result = _solve_flow(frames, cfg, focal)
+    if cfg.flow_fallback_share <= 0 or (result.reliable and result.checks["consistent_share"] >= cfg.flow_fallback_share):
+        return result
+    other = _solve_flow(frames, replace(cfg, velocity_init=not cfg.velocity_init), focal)
+    keep_other = other.checks["consistent_share"] > result.checks["consistent_share"]
+    kept, dropped = (other, result) if keep_other else (result, other)
+    kept.fallback = {"velocity_init": [cfg.velocity_init, not cfg.velocity_init],
+                     "consistent_share": [result.checks["consistent_share"], other.checks["consistent_share"]],
+                     "kept": int(keep_other),
+                     "dropped": {"c2w_opencv": dropped.c2w_opencv, "focal": float(dropped.K[0, 0]),
+                                 "checks": dropped.checks, "warnings": dropped.warnings}}
+    return kept
