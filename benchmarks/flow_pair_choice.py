@@ -1,9 +1,12 @@
 """Development diagnostics of the adjacent-frame flow, pair by pair, on DEVELOPMENT generated clips (seeds 30000+;
-never reported): for each adjacent pair (k, k+1), the SIFT-started flow and the flow carried by constant velocity
-(``velocity_chain``), each with its median error against the truth (px, at the forward-backward consistent
-samples), its share beyond 3 px, and its epipolar inlier share (check 1 for that pair alone, no truth). Question
-(TTO exp 12): can a per-pair choice by the epipolar share keep the carried flow where it is right and take the
-SIFT start where the carried flow went wrong, without a second solve?
+never reported). Per clip (60 frames at 128 px, every 3rd kept, as ``flow_cameras.py``), for each adjacent pair
+(k, k+1), each flow's median error against the truth (px, at the forward-backward consistent samples) and its
+epipolar inlier share (check 1 for that pair alone, no truth):
+  - the SIFT-started flows (``adjacent_flows``, velocity_init False);
+  - the flows carried by constant velocity (``carry_from``) from EVERY possible anchor, with how many SIFT-started
+    pairs each chain agrees with (a consensus anchor: tried and rejected in TTO exp 12), and which anchor the
+    shipped ``velocity_chain`` picks.
+Why: a pooled median over all observations hides wrong pairs (tracks from right pairs outnumber them).
 
     python benchmarks/flow_pair_choice.py --seeds 30000 30014 --kinds orbit
 """
@@ -23,7 +26,7 @@ from pensieve_ns.flow import FlowCamerasConfig  # noqa: E402
 from pensieve_ns.flow.bundle import _rays  # noqa: E402
 from pensieve_ns.flow.checks import epipolar_inlier_share  # noqa: E402
 from pensieve_ns.flow.correspondences import (_grey, adjacent_flows, flow_observations, frame_samples,  # noqa: E402
-                                              sift_features, carry_from)
+                                              sift_features, carry_from, velocity_disagreement)
 
 
 def true_targets(pts: np.ndarray, depth_a: np.ndarray, c2w_a: np.ndarray, c2w_b: np.ndarray, focal: float, W: int, H: int):
@@ -61,11 +64,7 @@ def clip_rows(frames, c2w, dmaps, focal, cfg: FlowCamerasConfig):
     started = adjacent_flows(grey, [sift_features(g) for g in grey], dis, cfg)
     rng = np.random.default_rng(cfg.seed)
     samples = [frame_samples(f, cfg, rng) for f in frames]
-    disagree = []
-    for k in range(L - 2):
-        textured = cv2.cornerMinEigenVal(grey[k + 1].astype(np.float32) / 255.0, blockSize=5 * up) > cfg.min_texture
-        gap = np.linalg.norm(started[(k + 1, k + 2)] + started[(k + 1, k)], axis=2)[textured]
-        disagree.append(float((gap > 4 * up).mean()) if len(gap) else 1.0)
+    disagree = velocity_disagreement(grey, started, up, cfg.min_texture)
     sift = [pair_figures(started, k, samples, c2w, dmaps, focal, cfg) for k in range(L - 1)]
     anchors = []
     for m in range(L - 2):

@@ -9,7 +9,7 @@ Conventions: images are [L, H, W, 3] uint8 RGB; a sample at pixel (x, y) of the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Tuple
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -129,15 +129,20 @@ def velocity_chain(grey, started: Dict[Tuple[int, int], np.ndarray], dis, up: in
     right (0.3-0.8 px median on all 19). The anchor: the two consecutive pairs of ``started`` (SIFT-started flows) that
     agree best with constant velocity (fewest textured pixels of frame k+1 where flow k+1 -> k+2 and the
     negated k+1 -> k differ by over 4 px): one tile off comes and goes between pairs, so agreement marks right ones."""
-    L = len(grey)
-    if L < 3:
+    if len(grey) < 3:
         return started
+    return carry_from(grey, started, dis, int(np.argmin(velocity_disagreement(grey, started, up, min_texture))))
+
+
+def velocity_disagreement(grey, started: Dict[Tuple[int, int], np.ndarray], up: int, min_texture: float) -> List[float]:
+    """Per k in 0..L-3: the share of frame k+1's textured pixels where the flows k+1 -> k+2 and k+1 -> k (negated)
+    differ by over 4 px: how far pairs (k, k+1) and (k+1, k+2) are from constant velocity."""
     disagree = []
-    for k in range(L - 2):
+    for k in range(len(grey) - 2):
         textured = cv2.cornerMinEigenVal(grey[k + 1].astype(np.float32) / 255.0, blockSize=5 * up) > min_texture
         gap = np.linalg.norm(started[(k + 1, k + 2)] + started[(k + 1, k)], axis=2)[textured]
         disagree.append(float((gap > 4 * up).mean()) if len(gap) else 1.0)
-    return carry_from(grey, started, dis, int(np.argmin(disagree)))
+    return disagree
 
 
 def carry_from(grey, started: Dict[Tuple[int, int], np.ndarray], dis, m: int) -> Dict[Tuple[int, int], np.ndarray]:
