@@ -137,6 +137,26 @@ def test_flow_fallback_keeps_the_solve_that_explains_more(arc):
     assert _racc(result.c2w_opencv, arc.c2w_opencv) >= 0.6
 
 
+def test_flow_fallback_keeps_the_first_solve_when_the_other_flow_cannot_start(monkeypatch):
+    """The other flow start may give no two-view start at all (a ValueError from the solve): the first solve stands
+    instead of the whole clip failing."""
+    from pensieve_ns.flow import solver
+
+    first = FlowCamerasResult(np.tile(np.eye(4), (3, 1, 1)), np.eye(3), checks={"consistent_share": 0.5},
+                              warnings=["the cameras explain only 50 % of the observations"])
+    calls = []
+
+    def solve_one_flow(frames, cfg, focal=None):
+        calls.append(cfg.velocity_init)
+        if len(calls) == 1:
+            return first
+        raise ValueError("no two of the first 7 frames share enough consistent matches to start")
+
+    monkeypatch.setattr(solver, "_solve_flow", solve_one_flow)
+    result = solver.solve_cameras(np.zeros((3, 8, 8, 3), np.uint8))
+    assert result is first and not result.fallback and calls == [True, False]
+
+
 def test_epipolar_share_survives_matches_that_make_magsac_assert():
     """OpenCV's MAGSAC raises an assertion (not a result) on some match sets: these 2206 matches came from a wrong
     flow chain on development arc 30004. The pair then counts as not rigid instead of crashing the solver."""
