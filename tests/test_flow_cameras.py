@@ -271,3 +271,20 @@ def test_cli_featureless_frames_fail_with_a_message(tmp_path):
                           str(tmp_path / "out3"), "--size", "64", "64"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and run.stderr.strip().startswith("pensieve-cameras: error:"), run.stderr[-2000:]
     assert "Traceback" not in run.stderr and not (tmp_path / "out3").exists()
+
+
+def test_cli_reports_the_focal_recovery_and_the_flow_fallback_on_stderr(monkeypatch, capsys, tmp_path):
+    """What the solver redid is said on stderr, beside the warnings of the checks that still fail."""
+    from pensieve_ns.flow import cli
+
+    summary = {"frames": 20, "focal": 120.0, "seconds": 60.0, "error": 0.4,
+               "warnings": ["the cameras explain only 55 % of the observations within 1.5 px (expected >= 60%)"],
+               "recovery": {"candidates": {0.7: 0.3, 1.0: 0.55}, "chosen": 1.0, "fixed_consistent_share": 0.55,
+                            "focal_freed": False},
+               "fallback": {"velocity_init": [True, False], "consistent_share": [0.5, 0.55], "kept": 1}}
+    monkeypatch.setattr(cli, "solve_input", lambda cfg: summary)
+    cli.main(CamerasConfig(tmp_path / "in", tmp_path / "out"))
+    err = capsys.readouterr().err
+    assert "re-solved at 2 fixed focal lengths and kept 1.0x" in err
+    assert "explained 50% of its observations; re-solved with the other flow start (55%) and kept the second" in err
+    assert "WARNING: unreliable cameras: the cameras explain only 55 %" in err
