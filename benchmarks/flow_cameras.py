@@ -136,12 +136,10 @@ def main() -> None:
         t0 = time.perf_counter()
         res = solve_cameras(clip["images"], cfg)
         seconds = time.perf_counter() - t0
-        fb = res.fallback
-        first = (fb["dropped"]["c2w_opencv"], fb["dropped"]["focal"]) if fb and fb["kept"] else \
-            (res.c2w_opencv, float(res.K[0, 0]))  # the first flow's solve: what the solver gave before step 10
+        first = res.dropped_solve if res.fallback and res.fallback["kept"] else res  # what it gave before step 10
         for method, c2w, fx in (
             ("flow+BA", res.c2w_opencv, float(res.K[0, 0])),
-            ("flow+BA, first flow only", *first),
+            ("flow+BA, first flow only", first.c2w_opencv, float(first.K[0, 0])),
             ("flow, before final BA", res.c2w_incremental, res.focal_incremental),
             ("identity", np.tile(np.eye(4), (len(clip["c2w"]), 1, 1)), None),
         ):
@@ -150,9 +148,7 @@ def main() -> None:
             row["seconds"] = seconds if method == "flow+BA" else None
             if method == "flow+BA":
                 row["checks"], row["warnings"], row["recovery"] = res.checks, res.warnings, res.recovery
-                row["fallback"] = {k: v for k, v in fb.items() if k != "dropped"}
-                if fb:
-                    row["fallback"]["dropped_checks"] = fb["dropped"]["checks"]
+                row["fallback"] = res.fallback
             if clip.get("depth") is not None and method in ("flow+BA", "identity"):
                 row.update(sample_depth_row(res, clip["depth"], constant=method == "identity"))
             rows.append(row)

@@ -121,12 +121,12 @@ def main() -> None:
                         "first_focal_err": round(focal_error(r["first_solve"]["focal"], f), 3),
                         "first_checks": {k: round(v, 3) for k, v in r["first_solve"]["checks"].items()}}
                 if res.fallback:  # flagged or below flow_fallback_share: solved with the other flow too (TTO exp 12)
-                    fb, d = res.fallback, res.fallback["dropped"]
-                    q = pose_row(d["c2w_opencv"], gt, 10)
+                    fb, d = res.fallback, res.dropped_solve
+                    q = pose_row(d.c2w_opencv, gt, 10)
                     row["solve"]["fallback"] = {
                         "velocity_init": fb["velocity_init"], "consistent_share": [round(v, 3) for v in fb["consistent_share"]],
                         "kept": fb["kept"], "dropped": {"Racc@5": round(q["Racc@5"], 2), "rot_med": round(q["rot_err_median"], 2),
-                                                        "focal_err": round(focal_error(d["focal"], f), 3)}}
+                                                        "focal_err": round(focal_error(float(d.K[0, 0]), f), 3)}}
             if args.fixed_focal:  # does check 2's share rank fixed focal lengths? (TTO exp 9, orbit 30006)
                 sweep, _ = estimate_focal(matches, 128, 128, cfg)
                 row["fixed_focal"] = []

@@ -131,9 +131,11 @@ def test_flow_fallback_keeps_the_solve_that_explains_more(arc):
     first, other = fb["consistent_share"]
     assert fb["kept"] == int(other > first)
     assert result.checks["consistent_share"] == max(first, other)
-    assert fb["dropped"]["checks"]["consistent_share"] == min(first, other)
-    assert fb["dropped"]["c2w_opencv"].shape == (8, 4, 4) and fb["dropped"]["focal"] > 0
-    assert not np.allclose(fb["dropped"]["c2w_opencv"], result.c2w_opencv)  # two solves from two flows
+    dropped = result.dropped_solve
+    assert fb["dropped_checks"] == dropped.checks and dropped.checks["consistent_share"] == min(first, other)
+    assert dropped.c2w_opencv.shape == (8, 4, 4) and dropped.K[0, 0] > 0
+    assert not np.allclose(dropped.c2w_opencv, result.c2w_opencv)  # two solves from two flows
+    json.dumps(fb)  # written as is into transforms.json
     assert _racc(result.c2w_opencv, arc.c2w_opencv) >= 0.6
 
 
@@ -154,7 +156,7 @@ def test_flow_fallback_keeps_the_first_solve_when_the_other_flow_cannot_start(mo
 
     monkeypatch.setattr(solver, "_solve_flow", solve_one_flow)
     result = solver.solve_cameras(np.zeros((3, 8, 8, 3), np.uint8))
-    assert result is first and not result.fallback and calls == [True, False]
+    assert result is first and not result.fallback and result.dropped_solve is None and calls == [True, False]
 
 
 def test_epipolar_share_survives_matches_that_make_magsac_assert():

@@ -79,18 +79,15 @@ def solve_input(cfg: CamerasConfig) -> dict:
         raise PensieveInputError(cfg.input, str(err)) from None
     seconds = time.perf_counter() - t
     c2w, K = torch.from_numpy(result.c2w_opencv), torch.from_numpy(result.K)
-    fallback = {k: v for k, v in result.fallback.items() if k != "dropped"}  # the dropped cameras stay out of the JSON
-    if result.fallback:
-        fallback["dropped_checks"] = result.fallback["dropped"]["checks"]
     with staged_folder(out) as tmp:
         write_scene(tmp, images, ids, c2w, K, {"method": "pensieve-cameras (optical flow + bundle adjustment)",
                                                "input": str(cfg.input), "median_reprojection_error_px": result.ba_median_error,
                                                "self_checks": result.checks, "warnings": result.warnings,
-                                               "focal_recovery": result.recovery, "flow_fallback": fallback})
+                                               "focal_recovery": result.recovery, "flow_fallback": result.fallback})
         gt = clip.gt.c2w_opencv[ids] if clip.gt is not None else None
         plot_cameras(tmp / "cameras.png", result.c2w_opencv, gt)
     return {"frames": len(images), "focal": float(K[0, 0]), "seconds": seconds, "error": result.ba_median_error,
-            "warnings": result.warnings, "recovery": result.recovery, "fallback": fallback}
+            "warnings": result.warnings, "recovery": result.recovery, "fallback": result.fallback}
 
 
 def main(cfg: CamerasConfig) -> None:

@@ -53,7 +53,7 @@ y down, z forward); frame 0 is the identity.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -164,8 +164,9 @@ class FlowCamerasResult:
     fixed focal candidate, the chosen one, whether its focal length was freed, and the first solve's checks."""
     fallback: Dict = field(default_factory=dict)
     """Filled when the flow fallback ran (``solve_cameras``, step 10): velocity_init and the consistent share of the
-    first and the other flow's solve, which was kept (0 first, 1 other), and the dropped solve's cameras, focal
-    length, checks and warnings."""
+    first and the other flow's solve, which was kept (0 first, 1 other), and the dropped solve's checks."""
+    dropped_solve: Optional["FlowCamerasResult"] = None
+    """Where the flow fallback ran: the solve it did not keep (cameras, focal length, checks)."""
 
     @property
     def reliable(self) -> bool:
@@ -382,7 +383,7 @@ def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig
     Step 10, the flow fallback (``flow_fallback_share``): when the solve is flagged or explains less than that share
     of its observations, the whole solve is redone with the other adjacent-frame flow (velocity_init flipped), and
     the result whose cameras explain the larger share of their own observations is kept; ``result.fallback``
-    records both."""
+    records both shares and ``result.dropped_solve`` the other solve."""
     result = _solve_flow(frames, cfg, focal)
     if cfg.flow_fallback_share <= 0 or (result.reliable and result.checks["consistent_share"] >= cfg.flow_fallback_share):
         return result
@@ -394,7 +395,6 @@ def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig
     kept, dropped = (other, result) if keep_other else (result, other)
     kept.fallback = {"velocity_init": [cfg.velocity_init, not cfg.velocity_init],
                      "consistent_share": [result.checks["consistent_share"], other.checks["consistent_share"]],
-                     "kept": int(keep_other),
-                     "dropped": {"c2w_opencv": dropped.c2w_opencv, "focal": float(dropped.K[0, 0]),
-                                 "checks": dropped.checks, "warnings": dropped.warnings}}
+                     "kept": int(keep_other), "dropped_checks": dropped.checks}
+    kept.dropped_solve = dropped
     return kept
