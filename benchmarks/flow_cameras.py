@@ -149,6 +149,7 @@ def main() -> None:
             if method == "flow+BA":
                 row["checks"], row["warnings"], row["recovery"] = res.checks, res.warnings, res.recovery
                 row["fallback"] = res.fallback
+                row["unconstrained_depths"] = res.unconstrained_depths  # dropped from the output (measured_depths)
             if clip.get("depth") is not None and method in ("flow+BA", "identity"):
                 row.update(sample_depth_row(res, clip["depth"], constant=method == "identity"))
             rows.append(row)

@@ -36,7 +36,7 @@ from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
 from pensieve_ns.flow.bundle import FlowBundle  # noqa: E402
 from pensieve_ns.flow.correspondences import clip_observations  # noqa: E402
 from pensieve_ns.flow.checks import epipolar_inlier_share  # noqa: E402
-from pensieve_ns.flow.solver import estimate_focal  # noqa: E402
+from pensieve_ns.flow.reconstruction import estimate_focal  # noqa: E402
 
 
 def reference_errors(bundle: FlowBundle, depth_maps: np.ndarray, c2w: np.ndarray, focal: float):

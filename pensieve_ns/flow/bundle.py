@@ -86,6 +86,22 @@ class FlowBundle:
         with np.errstate(divide="ignore", invalid="ignore"):
             return focal * Xj[:, :2] / Xj[:, 2:] + [self.W / 2, self.H / 2], Xj[:, 2]
 
+    def parallax(self, c2w, depth, focal, use: np.ndarray) -> np.ndarray:
+        """Per sample [samples]: the largest angle (degrees) at its world point between the rays from camera i (its
+        own frame) and from camera j, over the observations in use [observations, bool]; 0 where none is in use,
+        NaN where the sample has no depth. Cameras: OpenCV c2w [L, 4, 4]. A depth that no pair of cameras sees at
+        an angle is not measured: bundle adjustment can move it anywhere along the ray at almost no cost."""
+        ray = _rays(self.pix[self.S], focal, self.W, self.H) * depth[self.S, None]
+        a = np.einsum("nab,nb->na", c2w[self.I, :3, :3], ray)  # camera i's centre to the point
+        b = a + c2w[self.I, :3, 3] - c2w[self.J, :3, 3]  # camera j's centre to the point
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+        keep = use & np.isfinite(angle)
+        out = np.zeros(len(depth))
+        np.maximum.at(out, self.S[keep], angle[keep])
+        return np.where(np.isfinite(depth), out, np.nan)
+
     def residuals(self, c2w, depth, focal) -> np.ndarray:
         """Reprojection error (pixels) of every observation [observations]; NaN where a frame is unregistered or
         the sample has no depth."""

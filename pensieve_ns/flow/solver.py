@@ -6,7 +6,8 @@ object orbits, and per-frame-depth photometric refinement (``pensieve_ns.refine`
 such clips (LEARNING.md, TTO exp 5). Sparse SIFT (COLMAP) registers few frames at 128 px; dense flow gives
 thousands of correspondences per frame pair, and reprojection error has its minimum at the truth.
 
-The pipeline, for L frames in temporal order:
+The pipeline, for L frames in temporal order (steps 1-3 in ``correspondences``, 4-7 in ``reconstruction``, 8 in
+``checks``, the rest here):
   1. ``frame_samples``: up to points_per_frame textured pixels per frame (structure-tensor minimum eigenvalue).
   2. ``dense_flows``: DIS optical flow (OpenCV) both ways between frames i and i+g, g = 1..max_gap, on frames
      upsampled by flow_upsample; adjacent frames start from SIFT matches interpolated over the frame
@@ -38,6 +39,9 @@ The pipeline, for L frames in temporal order:
      of its own observations (TTO exp 12: on repeated textures either flow can land a tile off, and the whole
      solve's share is what tells them apart; a per-pair epipolar share cannot).
 
+Output depths (``measured_depths``): a sample keeps its depth only where two cameras that explain it see its point at
+min_triangulation_angle or more; the final adjustment can run depths that parallax no longer constrains to 1e9.
+
 Measured (LEARNING.md, TTO exps 6-12): ``chair_orbit`` every 4th frame at 128 px, the one pre-declared run of these
 defaults: Racc@5 0.98 for pairs within 10 frames (COLMAP 0.06; exp 7's settings, velocity_init False, max_gap 3,
 reject_threshold 0: 0.91), focal error 0.01 %, 31 min on this 2-core CPU. Generated room orbits and arcs (tiled textures, a big
@@ -55,14 +59,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 
 from pensieve_ns.cameras import intrinsics_matrix
-from pensieve_ns.eval.poses import rotation_angle_deg
 from pensieve_ns.flow.bundle import FlowBundle
 from pensieve_ns.flow.checks import check_warnings, epipolar_inlier_share, needs_focal_recovery, self_checks
 from pensieve_ns.flow.correspondences import clip_observations
+from pensieve_ns.flow.reconstruction import estimate_focal, final_adjustment, reconstruct
 
 
 @dataclass
@@ -153,7 +156,9 @@ class FlowCamerasResult:
     """Per frame [N_i, 2]: the pixel centres (x + 0.5, y + 0.5) whose depth the solver estimated."""
     sample_depth: List[np.ndarray] = field(default_factory=list)
     """Per frame [N_i]: z-depth of those pixels in the scale of c2w_opencv (unknown metric scale); NaN where a
-    sample never got a depth (too little parallax, or no consistent match)."""
+    sample never got a depth (too little parallax, or no consistent match) or lost it (``measured_depths``)."""
+    unconstrained_depths: int = 0
+    """Samples whose depth was dropped from sample_depth because no two cameras see it at an angle any more."""
     checks: Dict[str, float] = field(default_factory=dict)
     """Self-checks computed without any truth (``self_checks``): epipolar_inliers, consistent_share,
     depth_coverage, focal_change."""
@@ -173,148 +178,8 @@ class FlowCamerasResult:
         return not self.warnings
 
 
-def sampson_distance(E: np.ndarray, K: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
-    """First-order geometric distance (pixels) of matches [N, 2] to the epipolar geometry of E [3, 3] under K."""
-    Kinv = np.linalg.inv(K)
-    F = Kinv.T @ E @ Kinv
-    xa = np.concatenate([pa, np.ones((len(pa), 1))], 1)
-    xb = np.concatenate([pb, np.ones((len(pb), 1))], 1)
-    Fa, Ftb = xa @ F.T, xb @ F
-    num = (xb * Fa).sum(1) ** 2
-    den = Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Ftb[:, 0] ** 2 + Ftb[:, 1] ** 2
-    return np.sqrt(num / np.maximum(den, 1e-12))
-
-
-def _essential(pa: np.ndarray, pb: np.ndarray, K: np.ndarray, cfg: FlowCamerasConfig):
-    E, mask = cv2.findEssentialMat(pa, pb, K, method=cv2.USAC_ACCURATE, prob=0.999, threshold=cfg.ransac_threshold)
-    if E is None or E.shape != (3, 3):  # degenerate, or several solutions stacked: keep the first
-        E = None if E is None else E[:3]
-    return E, mask
-
-
-def estimate_focal(matches: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]], W: int, H: int, cfg: FlowCamerasConfig):
-    """One focal length (pixels) for the clip from the adjacent pairs' matches; returns (focal, {focal: score})."""
-    lo, hi, ratio = cfg.focal_sweep
-    focals = W * np.exp(np.arange(np.log(lo), np.log(hi) + 1e-9, np.log(ratio)))
-    adjacent = [m for (i, j), m in matches.items() if j == i + 1 and len(m[0]) >= 8]
-    scores = {}
-    for f in focals:
-        K, total = intrinsics_matrix(float(f), float(f), W / 2, H / 2), 0.0
-        for pa, pb in adjacent:
-            E, _ = _essential(pa, pb, K, cfg)
-            d = np.full(len(pa), 3.0 * cfg.ransac_threshold) if E is None else sampson_distance(E, K, pa, pb)
-            total += float(np.minimum(d, 3.0 * cfg.ransac_threshold).mean())
-        scores[float(f)] = total / max(len(adjacent), 1)
-    best = min(scores, key=scores.get)
-    return best, scores
-
-def register_incrementally(bundle: FlowBundle, c2w: np.ndarray, focal: float, cfg: FlowCamerasConfig, until: int):
-    """Grow a reconstruction: c2w [L, 4, 4] has the starting cameras (NaN rows: not yet registered). Each frame
-    below ``until`` that has no camera, in order, is placed by PnP (RANSAC) on the world points that registered
-    frames see in it; then the samples that can be are triangulated and the last cfg.window frames adjusted.
-    Returns (c2w, depth per sample, median reprojection error of the last adjustment)."""
-    L = bundle.L
-    c2w = c2w.copy()
-    registered = np.isfinite(c2w[:, 0, 0])
-    depth = bundle.triangulate(registered, c2w, np.full(len(bundle.pix), np.nan), focal, cfg.min_triangulation_angle)
-    c2w, depth, _, err = bundle.adjust(c2w, depth, focal, registered, cfg.window_iterations, False)
-    K = intrinsics_matrix(focal, focal, bundle.W / 2, bundle.H / 2)
-    for k in range(until):
-        if registered[k]:
-            continue
-        X, x = [np.zeros((0, 3))], [np.zeros((0, 2))]
-        for o in bundle.observations:
-            if o[1] == k and registered[o[0]]:
-                Xo, xo = bundle.world_points(o, c2w, depth, focal)
-                X.append(Xo)
-                x.append(xo)
-        X, x = np.concatenate(X), np.concatenate(x)
-        ok = False
-        if len(X) >= 6:
-            ok, rvec, tvec, _ = cv2.solvePnPRansac(X, x, K, None, iterationsCount=300,
-                                                   reprojectionError=2 * cfg.ransac_threshold, flags=cv2.SOLVEPNP_EPNP)
-        nearest = np.flatnonzero(registered)[np.argmin(np.abs(np.flatnonzero(registered) - k))]
-        c2w[k] = c2w[nearest]  # where PnP fails, start from the nearest camera and let the adjustment move it
-        if ok:
-            w2c = np.eye(4)
-            w2c[:3, :3], w2c[:3, 3] = cv2.Rodrigues(rvec)[0], tvec[:, 0]
-            c2w[k] = np.linalg.inv(w2c)
-        registered[k] = True
-        depth = bundle.triangulate(registered, c2w, depth, focal, cfg.min_triangulation_angle)
-        window = registered & (np.arange(L) > max(0, k - cfg.window)) & (np.arange(L) > 0)
-        c2w, depth, _, err = bundle.adjust(c2w, depth, focal, window, cfg.window_iterations, False)
-    return c2w, depth, err
-
-
-def essential_candidates(pa: np.ndarray, pb: np.ndarray, K: np.ndarray, cfg: FlowCamerasConfig) -> List[np.ndarray]:
-    """Relative poses [4, 4] (camera b in camera a, OpenCV c2w, unit baseline) of the distinct essential matrices
-    that three robust estimators find for matches [N, 2] (an orbit around a fixated object is close to the
-    bas-relief ambiguity, and one estimator's choice is not reliably the true one)."""
-    poses: List[np.ndarray] = []
-    if len(pa) < max(cfg.min_inliers, 8):
-        return poses
-    for method in (cv2.USAC_ACCURATE, cv2.RANSAC, cv2.LMEDS):
-        E, mask = cv2.findEssentialMat(pa, pb, K, method=method, prob=0.999, threshold=cfg.ransac_threshold)
-        if E is None:
-            continue
-        for k in range(len(E) // 3):
-            n, R, t, _ = cv2.recoverPose(E[3 * k : 3 * k + 3], pa, pb, K, mask=None if mask is None else mask.copy())
-            if n < cfg.min_inliers:
-                continue
-            T = np.eye(4)
-            T[:3, :3], T[:3, 3] = R.T, -R.T @ t[:, 0] / max(np.linalg.norm(t), 1e-12)
-            if all(rotation_angle_deg(P[:3, :3].T @ T[:3, :3]) > 0.5 for P in poses):
-                poses.append(T)
-    return poses
-
-def _reconstruct(bundle: FlowBundle, matches, focal: float, multipliers, free_focal: bool, cfg: FlowCamerasConfig):
-    """Steps 5-7 from one focal length (pixels): the start at each focal*multiplier, incremental registration and
-    the final adjustment; the focal length moves only if free_focal. Resets the bundle's outlier marks first.
-    Returns (c2w [L, 4, 4] OpenCV, depth [samples], focal, incremental c2w, incremental focal, median error)."""
-    L = bundle.L
-    bundle.inlier[:] = True
-    # Start: every two-view candidate between frame 0 and a later frame (below init_frames), at every focal
-    # candidate, seeds a reconstruction of the first init_frames frames, adjusted together; the lowest
-    # reprojection error goes on. A wrong focal length makes an orbit's rotations wrong by a constant fraction,
-    # and the sweep alone was off by up to 2x.
-    first = min(cfg.init_frames, L)
-    best = None
-    for f0 in [float(focal) * m for m in multipliers]:
-        K = intrinsics_matrix(f0, f0, bundle.W / 2, bundle.H / 2)
-        for g in sorted(j for (i, j) in matches if i == 0 and j < first):
-            for T in essential_candidates(*matches[(0, g)], K, cfg):
-                start = np.full((L, 4, 4), np.nan)
-                start[0], start[g] = np.eye(4), T
-                c2w, depth, _ = register_incrementally(bundle, start, f0, cfg, first)
-                c2w, depth, f, err = bundle.adjust(c2w, depth, f0, np.ones(L, bool), cfg.window_iterations, free_focal)
-                if best is None or err < best[2]:
-                    best = (c2w, depth, err, float(f))
-    if best is None:
-        raise ValueError(f"no two of the first {first} frames share enough consistent matches to start "
-                         f"(at least {cfg.min_inliers}): too little texture, too little overlap, or a cut")
-    focal = best[3]
-    c2w, depth, err = register_incrementally(bundle, best[0], focal, cfg, L)
-    c2w_incremental = c2w.copy()
-    if cfg.ba_iterations > 0:
-        c2w, depth, focal, err = _final_adjustment(bundle, c2w, depth, focal, free_focal, cfg)
-    return c2w, depth, focal, c2w_incremental, best[3], err
-
-
-def _final_adjustment(bundle: FlowBundle, c2w, depth, focal: float, free_focal: bool, cfg: FlowCamerasConfig):
-    """Step 7: every frame but the first adjusted together, with outlier rejection; samples whose observations
-    were all rejected lose their depth. Returns (c2w, depth, focal, median error)."""
-    free = np.arange(bundle.L) > 0
-    c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, free_focal)
-    for _ in range(2 if cfg.reject_threshold > 0 else 0):
-        bundle.reject_outliers(c2w, depth, focal, cfg.reject_threshold)
-        c2w, depth, focal, err = bundle.adjust(c2w, depth, focal, free, cfg.ba_iterations, free_focal)
-    supported = np.zeros(len(depth), bool)
-    supported[bundle.S[bundle.inlier]] = True
-    return c2w, np.where(supported, depth, np.nan), focal, err
-
-
 def _result(bundle: FlowBundle, epipolar: float, solved, scores, cfg: FlowCamerasConfig):
-    """A checked FlowCamerasResult from ``_reconstruct``'s output (epipolar: the clip's epipolar inlier share);
+    """A checked FlowCamerasResult from ``reconstruct``'s output (epipolar: the clip's epipolar inlier share);
     returns (result, depth)."""
     c2w, depth, focal, c2w_incremental, focal_incremental, err = solved
     W, H = bundle.W, bundle.H
@@ -333,14 +198,14 @@ def recover_focal(bundle: FlowBundle, matches, epipolar: float, sweep_focal: flo
     TTO exp 10 in LEARNING.md). Returns (result, depth) with result.recovery filled."""
     tried, best = {}, None
     for m in cfg.focal_candidates:
-        result, depth = _result(bundle, epipolar, _reconstruct(bundle, matches, sweep_focal * m, (1.0,), False, cfg),
+        result, depth = _result(bundle, epipolar, reconstruct(bundle, matches, sweep_focal * m, (1.0,), False, cfg),
                                 scores, cfg)
         tried[m] = result.checks["consistent_share"]
         if best is None or tried[m] > best[0].checks["consistent_share"]:
             best = (result, depth, bundle.inlier.copy(), m)
     result, depth, bundle.inlier, chosen = best
     fixed_focal, share = float(result.K[0, 0]), result.checks["consistent_share"]
-    c2w, freed_depth, f, err = _final_adjustment(bundle, result.c2w_opencv, depth, fixed_focal, cfg.optimise_focal, cfg)
+    c2w, freed_depth, f, err = final_adjustment(bundle, result.c2w_opencv, depth, fixed_focal, cfg.optimise_focal, cfg)
     freed, freed_depth = _result(bundle, epipolar, (c2w, freed_depth, f, result.c2w_incremental, fixed_focal, err),
                                  scores, cfg)
     keep_freed = cfg.optimise_focal and freed.checks["consistent_share"] >= share and \
@@ -362,7 +227,7 @@ def _solve_flow(frames: np.ndarray, cfg: FlowCamerasConfig, focal: float = None)
     if estimated:
         focal, scores = estimate_focal(matches, W, H, cfg)
     bundle = FlowBundle(samples, observations, W, H)
-    solved = _reconstruct(bundle, matches, focal, cfg.focal_candidates if estimated else (1.0,),
+    solved = reconstruct(bundle, matches, focal, cfg.focal_candidates if estimated else (1.0,),
                           cfg.optimise_focal and estimated, cfg)  # a given focal length stays
     epipolar = epipolar_inlier_share(matches, cfg.ransac_threshold)
     result, depth = _result(bundle, epipolar, solved, scores, cfg)
@@ -370,9 +235,22 @@ def _solve_flow(frames: np.ndarray, cfg: FlowCamerasConfig, focal: float = None)
         first = {"checks": result.checks, "warnings": result.warnings, "focal": float(result.K[0, 0])}
         result, depth = recover_focal(bundle, matches, epipolar, focal, scores, cfg)
         result.recovery["first_solve"] = first
+    depth, result.unconstrained_depths = measured_depths(bundle, result, depth, cfg)
     result.sample_pixels = samples
     result.sample_depth = [depth[a:b] for a, b in zip(bundle.offsets[:-1], bundle.offsets[1:])]
     return result
+
+
+def measured_depths(bundle: FlowBundle, result: FlowCamerasResult, depth: np.ndarray, cfg: FlowCamerasConfig):
+    """The output depths: a sample keeps its depth [samples] only if two cameras whose observations of it the
+    result explains (within consistency_pixels) see its point at min_triangulation_angle or more, the rule that gave
+    it a first depth. Why: the final adjustment can push a depth that parallax no longer constrains anywhere along
+    its ray at almost no cost (held-out gen_10_arc, right cameras: a few depths ran to 1e9 and depth AbsRel to
+    1.7e9). The cameras and the checks are unchanged. Returns (depth with NaN where dropped, how many dropped)."""
+    focal = float(result.K[0, 0])
+    explained = bundle.residuals(result.c2w_opencv, depth, focal) <= cfg.consistency_pixels
+    keep = bundle.parallax(result.c2w_opencv, depth, focal, explained) >= cfg.min_triangulation_angle  # NaN: False
+    return np.where(keep, depth, np.nan), int((np.isfinite(depth) & ~keep).sum())
 
 
 def solve_cameras(frames: np.ndarray, cfg: FlowCamerasConfig = FlowCamerasConfig(), focal: float = None) -> FlowCamerasResult:
