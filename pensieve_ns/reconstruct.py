@@ -31,6 +31,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -112,6 +113,19 @@ def write_ply(path: Path, model) -> None:
     PlyData([PlyElement.describe(data, "vertex")]).write(str(path))
 
 
+def write_point_cloud(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
+    """Points xyz [N, 3] with colours rgb [N, 3] uint8 as a PLY (x y z float, red green blue uchar): the point
+    cloud a nerfstudio transforms.json names in ``ply_file_path``, which splatfacto starts its Gaussians from."""
+    from plyfile import PlyData, PlyElement
+
+    data = np.empty(len(xyz), dtype=[(k, "f4") for k in "xyz"] + [(k, "u1") for k in ("red", "green", "blue")])
+    for i, k in enumerate("xyz"):
+        data[k] = xyz[:, i]
+    for i, k in enumerate(("red", "green", "blue")):
+        data[k] = rgb[:, i]
+    PlyData([PlyElement.describe(data, "vertex")]).write(str(path))
+
+
 def check_output_folder(out: Path) -> None:
     """The user's output folder must not exist, or be an empty folder (nothing of theirs is overwritten)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -133,10 +147,12 @@ def staged_folder(out: Path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_scene(folder: Path, images: torch.Tensor, ids, c2w_opencv: torch.Tensor, K: torch.Tensor, about: dict) -> None:
+def write_scene(folder: Path, images: torch.Tensor, ids, c2w_opencv: torch.Tensor, K: torch.Tensor, about: dict,
+                ply_file_path: Optional[str] = None) -> None:
     """Write images/frame_XXXX.png and a nerfstudio transforms.json into folder. images: [L, 3, H, W] in [0, 1];
     ids: their frame numbers in the input; c2w_opencv: [L, 4, 4] OpenCV camera-to-world (written as OpenGL, as
-    nerfstudio reads it); K: [3, 3] shared intrinsics in pixels; about: kept under the "pensieve" key."""
+    nerfstudio reads it); K: [3, 3] shared intrinsics in pixels; about: kept under the "pensieve" key;
+    ply_file_path: a point cloud in folder, in the cameras' world (``write_point_cloud``), named in transforms.json."""
     from PIL import Image
 
     from pensieve_ns.cameras import opencv_to_opengl_c2w
@@ -151,6 +167,8 @@ def write_scene(folder: Path, images: torch.Tensor, ids, c2w_opencv: torch.Tenso
     H, W = images.shape[-2:]
     transforms = {"camera_model": "OPENCV", "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]),
                   "cy": float(K[1, 2]), "w": int(W), "h": int(H), "frames": frames, "pensieve": about}
+    if ply_file_path is not None:
+        transforms["ply_file_path"] = ply_file_path
     (folder / "transforms.json").write_text(json.dumps(transforms, indent=1))
 
 

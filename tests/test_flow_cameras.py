@@ -16,7 +16,7 @@ from pensieve_ns.errors import PensieveInputError
 from pensieve_ns.eval.poses import focal_error, relative_pose_errors
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras
 from pensieve_ns.flow.checks import epipolar_inlier_share, self_checks
-from pensieve_ns.flow.solver import FlowCamerasResult
+from pensieve_ns.flow.solver import FlowCamerasResult, measured_depths
 from pensieve_ns.flow.bundle import FlowBundle
 from pensieve_ns.flow.cli import CamerasConfig, solve_input
 from pensieve_ns.flow.correspondences import adjacent_flows, dense_flows, sift_features, velocity_chain
@@ -223,6 +223,29 @@ def test_self_checks_flag_non_rigid_flow_unexplained_observations_and_a_focal_ru
     assert runaway.checks["focal_change"] == pytest.approx(5.0) and any("runaway" in w for w in runaway.warnings)
 
 
+def test_output_keeps_only_depths_that_parallax_measures():
+    """A sample keeps its depth only where two cameras that explain its observations see its point at 2 deg or more
+    (``measured_depths``): a far point that reprojects right but has no parallax loses it, as does a depth that no
+    longer explains its observation; the rest keep theirs, and the cameras are not touched."""
+    pix, depth, c2w, target = _two_view()
+    far = depth.copy()
+    far[:10] = 1e4  # where frame 1 sees these ten samples is re-rendered from this depth: explained, no parallax
+    X = np.concatenate([(pix[:10] - 32) / 60.0, np.ones((10, 1))], 1) * far[:10, None]
+    Xj = (X - c2w[1, :3, 3]) @ c2w[1, :3, :3]
+    target = target.copy()
+    target[:10] = 60.0 * Xj[:, :2] / Xj[:, 2:] + 32
+    far[10:20] *= 1.5  # ten depths that no longer explain their observation (about 2 px off)
+    far[20] = np.nan  # a sample that never got a depth
+    bundle = FlowBundle([pix, np.zeros((0, 2))], [(0, 1, np.arange(len(pix)), target)], 64, 64)
+    result = FlowCamerasResult(c2w.copy(), intrinsics_matrix(60.0, 60.0, 32, 32))
+    angle = bundle.parallax(c2w, far, 60.0, np.ones(len(pix), bool))
+    expected = np.degrees(np.arctan2(0.3, depth[21]))  # about the baseline over the depth
+    assert angle[21] == pytest.approx(expected, rel=0.3) and angle[:10].max() < 0.01 and np.isnan(angle[20])
+    kept, dropped = measured_depths(bundle, result, far, FlowCamerasConfig())
+    assert dropped == 20 and np.isnan(kept[:21]).all()
+    assert np.array_equal(kept[21:], far[21:]) and np.array_equal(result.c2w_opencv, c2w)
+
+
 def _write_folder(folder: Path, frames: np.ndarray) -> None:
     folder.mkdir()
     for k, f in enumerate(frames):
@@ -252,11 +275,27 @@ def test_cli_writes_a_nerfstudio_scene(arc, tmp_path):
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
     parsed = NerfstudioDataParserConfig(data=tmp_path / "out", train_split_fraction=1.0, auto_scale_poses=False,
-                                        center_method="none", orientation_method="none").setup().get_dataparser_outputs("train")
+                                        center_method="none", orientation_method="none",
+                                        load_3D_points=True).setup().get_dataparser_outputs("train")
     assert len(parsed.image_filenames) == 8 and float(parsed.cameras.fx[0]) == pytest.approx(summary["focal"], rel=1e-4)
     c2w = np.tile(np.eye(4), (8, 1, 1))
     c2w[:, :3] = parsed.cameras.camera_to_worlds.double().numpy()
     assert _racc(opengl_to_opencv_c2w(c2w), arc.c2w_opencv) >= 0.6
+    # The point cloud (sparse_pc.ply, named in transforms.json) is read back with the scene, and it sits where the
+    # cameras see it: projected into each frame, a point lands on its own colour far more often than a shuffled one.
+    assert transforms["ply_file_path"] == "sparse_pc.ply"
+    xyz, rgb = parsed.metadata["points3D_xyz"].double().numpy(), parsed.metadata["points3D_rgb"].numpy().astype(float)
+    assert len(xyz) == summary["points"] > 500 and np.isfinite(xyz).all()
+    K = intrinsics_matrix(summary["focal"], summary["focal"], 32.0, 32.0)
+    ours, shuffled = [], []
+    for k, cam in enumerate(opengl_to_opencv_c2w(c2w)):
+        Xc = (xyz - cam[:3, 3]) @ cam[:3, :3]
+        uv = Xc[:, :2] / Xc[:, 2:] * summary["focal"] + K[:2, 2]
+        seen = (Xc[:, 2] > 0) & (uv >= 0).all(1) & (uv < 64).all(1)
+        colour = arc.frames[k][uv[seen, 1].astype(int), uv[seen, 0].astype(int)].astype(float)
+        ours.append(np.abs(colour - rgb[seen]).mean(1))
+        shuffled.append(np.abs(colour - np.random.default_rng(k).permutation(rgb[seen])).mean(1))
+    assert np.median(np.concatenate(ours)) < 0.5 * np.median(np.concatenate(shuffled))
 
 
 def test_cli_featureless_frames_fail_with_a_message(tmp_path):

@@ -7,6 +7,8 @@ Writes into OUT (built in a temporary sibling folder and moved into place, so OU
   images/frame_XXXX.png   the frames used, at --size;
   transforms.json         nerfstudio format: one focal length, one camera-to-world per frame (OpenGL, as
                           nerfstudio reads it): ``ns-train splatfacto --data OUT`` trains on it;
+  sparse_pc.ply           the solved sample points with a measured depth, coloured, in the cameras' world; named in
+                          transforms.json (``ply_file_path``), so splatfacto starts its Gaussians from them;
   cameras.png             the trajectory (and, where the input has ground truth, the aligned truth).
 Frames: every S-th frame of the input, then N of those chosen evenly, in order; consecutive frames should overlap
 (an object orbit of 50 frames 14 deg apart works; cuts between shots do not). Cost: half a minute to a minute per frame
@@ -57,7 +59,8 @@ class CamerasConfig:
 
 def solve_input(cfg: CamerasConfig) -> dict:
     """Read the frames, solve the cameras, write OUT. Returns a summary (frames, focal, timings)."""
-    from pensieve_ns.reconstruct import check_output_folder, plot_cameras, read_frames, staged_folder, write_scene
+    from pensieve_ns.reconstruct import (check_output_folder, plot_cameras, read_frames, staged_folder,
+                                         write_point_cloud, write_scene)
 
     out = Path(cfg.output_dir)
     check_output_folder(out)
@@ -79,14 +82,20 @@ def solve_input(cfg: CamerasConfig) -> dict:
         raise PensieveInputError(cfg.input, str(err)) from None
     seconds = time.perf_counter() - t
     c2w, K = torch.from_numpy(result.c2w_opencv), torch.from_numpy(result.K)
+    xyz, rgb = result.world_points(frames)
     with staged_folder(out) as tmp:
+        if len(xyz):  # splatfacto starts its Gaussians from these points instead of random ones
+            write_point_cloud(tmp / "sparse_pc.ply", xyz, rgb)
         write_scene(tmp, images, ids, c2w, K, {"method": "pensieve-cameras (optical flow + bundle adjustment)",
                                                "input": str(cfg.input), "median_reprojection_error_px": result.ba_median_error,
                                                "self_checks": result.checks, "warnings": result.warnings,
-                                               "focal_recovery": result.recovery, "flow_fallback": result.fallback})
+                                               "focal_recovery": result.recovery, "flow_fallback": result.fallback,
+                                               "points": len(xyz), "unconstrained_depths_dropped": result.unconstrained_depths},
+                    ply_file_path="sparse_pc.ply" if len(xyz) else None)
         gt = clip.gt.c2w_opencv[ids] if clip.gt is not None else None
         plot_cameras(tmp / "cameras.png", result.c2w_opencv, gt)
     return {"frames": len(images), "focal": float(K[0, 0]), "seconds": seconds, "error": result.ba_median_error,
+            "points": len(xyz),
             "warnings": result.warnings, "recovery": result.recovery, "fallback": result.fallback}
 
 
@@ -98,8 +107,9 @@ def main(cfg: CamerasConfig) -> None:
         s = solve_input(cfg)
     except PensieveInputError as err:
         exit_with_error(err, PROG)
+    points = f", sparse_pc.ply ({s['points']} points)" if s.get("points") else ""
     print(f"{PROG}: {s['frames']} frames, focal {s['focal']:.1f} px, median reprojection error {s['error']:.2f} px, "
-          f"{s['seconds']:.0f} s\n  {cfg.output_dir}/: transforms.json, images/, cameras.png\n"
+          f"{s['seconds']:.0f} s\n  {cfg.output_dir}/: transforms.json, images/, cameras.png{points}\n"
           f"  train on it: ns-train splatfacto --data {cfg.output_dir}", file=sys.stdout)
     if s["recovery"]:  # the first solve failed a check: it was redone at fixed focal lengths (recover_focal)
         r = s["recovery"]

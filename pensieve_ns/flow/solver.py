@@ -177,6 +177,18 @@ class FlowCamerasResult:
     def reliable(self) -> bool:
         return not self.warnings
 
+    def world_points(self, frames: np.ndarray):
+        """The samples that have a depth as a coloured point cloud in the world of c2w_opencv (frame 0's camera):
+        xyz [N, 3] float64 and rgb [N, 3] uint8, read from frames [L, H, W, 3] uint8 at the sample pixels."""
+        (fx, _, cx), (_, fy, cy) = self.K[:2]
+        xyz, rgb = [np.zeros((0, 3))], [np.zeros((0, 3), np.uint8)]
+        for frame, c2w, pix, z in zip(frames, self.c2w_opencv, self.sample_pixels, self.sample_depth):
+            ok = np.isfinite(z)
+            ray = np.stack([(pix[ok, 0] - cx) / fx, (pix[ok, 1] - cy) / fy, np.ones(ok.sum())], 1) * z[ok, None]
+            xyz.append(ray @ c2w[:3, :3].T + c2w[:3, 3])
+            rgb.append(frame[pix[ok, 1].astype(int), pix[ok, 0].astype(int)])
+        return np.concatenate(xyz), np.concatenate(rgb)
+
 
 def _result(bundle: FlowBundle, epipolar: float, solved, scores, cfg: FlowCamerasConfig):
     """A checked FlowCamerasResult from ``reconstruct``'s output (epipolar: the clip's epipolar inlier share);
