@@ -225,7 +225,7 @@ def test_self_checks_flag_non_rigid_flow_unexplained_observations_and_a_focal_ru
 
 def test_output_keeps_only_depths_that_parallax_measures():
     """A sample keeps its depth only where two cameras that explain its observations see its point at 2 deg or more
-    (``measured_depths``): a far point that reprojects right but has no parallax loses it, as does a depth that no
+    and, by default, two other frames explain it (``measured_depths``): a far point that reprojects right but has no parallax loses it, as does a depth that no
     longer explains its observation; the rest keep theirs, and the cameras are not touched."""
     pix, depth, c2w, target = _two_view()
     far = depth.copy()
@@ -241,9 +241,12 @@ def test_output_keeps_only_depths_that_parallax_measures():
     angle = bundle.parallax(c2w, far, 60.0, np.ones(len(pix), bool))
     expected = np.degrees(np.arctan2(0.3, depth[21]))  # about the baseline over the depth
     assert angle[21] == pytest.approx(expected, rel=0.3) and angle[:10].max() < 0.01 and np.isnan(angle[20])
-    kept, dropped = measured_depths(bundle, result, far, FlowCamerasConfig())
+    kept, dropped = measured_depths(bundle, result, far, FlowCamerasConfig(min_depth_views=1))
     assert dropped == 20 and np.isnan(kept[:21]).all()
     assert np.array_equal(kept[21:], far[21:]) and np.array_equal(result.c2w_opencv, c2w)
+    # By default a depth needs two other frames that explain it (TTO exp 14); here each sample has one.
+    kept, dropped = measured_depths(bundle, result, far, FlowCamerasConfig())
+    assert dropped == len(far) - 1 and np.isnan(kept).all()
 
 
 def _write_folder(folder: Path, frames: np.ndarray) -> None:

@@ -7,13 +7,14 @@ Writes into OUT (built in a temporary sibling folder and moved into place, so OU
   images/frame_XXXX.png   the frames used, at --size;
   transforms.json         nerfstudio format: one focal length, one camera-to-world per frame (OpenGL, as
                           nerfstudio reads it): ``ns-train splatfacto --data OUT`` trains on it;
-  sparse_pc.ply           the solved sample points with a measured depth, coloured, in the cameras' world; named in
-                          transforms.json (``ply_file_path``), so splatfacto starts its Gaussians from them;
+  sparse_pc.ply           the solved sample points whose depth two other frames confirm with parallax, coloured,
+                          in the cameras' world; named in transforms.json (``ply_file_path``), so splatfacto
+                          starts its Gaussians from them;
   cameras.png             the trajectory (and, where the input has ground truth, the aligned truth).
 Frames: every S-th frame of the input, then N of those chosen evenly, in order; consecutive frames should overlap
 (an object orbit of 50 frames 14 deg apart works; cuts between shots do not). Cost: half a minute to a minute per frame
-at 128 px on a 2-core CPU. What it measured: LEARNING.md, TTO exps 7-12 (``chair_orbit`` with the defaults: Racc@5 0.98,
-focal 0.01 %, 31 min; 24 held-out generated clips: Racc@5 mean 0.91, focal median 1.0 %).
+at 128 px on a 2-core CPU. What it measured: LEARNING.md, TTO exps 7-14 (``chair_orbit`` with the defaults: Racc@5 0.98,
+focal 0.01 %, 31 min; 26 held-out generated clips: Racc@5 mean 0.92, focal median 1.0 %).
 Self-checks (no truth; in transforms.json as ``self_checks`` and ``warnings``, and printed as warnings): whether the
 flow fits one rigid scene, whether the cameras explain it, and whether the focal length ran away. When the last
 two fail and --focal is not given, the solve is redone at fixed focal lengths and the one that explains most of the

@@ -40,14 +40,16 @@ The pipeline, for L frames in temporal order (steps 1-3 in ``correspondences``, 
      solve's share is what tells them apart; a per-pair epipolar share cannot).
 
 Output depths (``measured_depths``): a sample keeps its depth only where two cameras that explain it see its point at
-min_triangulation_angle or more; the final adjustment can run depths that parallax no longer constrains to 1e9.
+min_triangulation_angle or more (the final adjustment can run depths that parallax no longer constrains to 1e9,
+TTO exp 13) and at least min_depth_views other frames explain it (depths that one other frame explains are the
+ones far off, and they shift the scale of all the others; TTO exp 14).
 
-Measured (LEARNING.md, TTO exps 6-12): ``chair_orbit`` every 4th frame at 128 px, the one pre-declared run of these
+Measured (LEARNING.md, TTO exps 6-14): ``chair_orbit`` every 4th frame at 128 px, the one pre-declared run of these
 defaults: Racc@5 0.98 for pairs within 10 frames (COLMAP 0.06; exp 7's settings, velocity_init False, max_gap 3,
 reject_threshold 0: 0.91), focal error 0.01 %, 31 min on this 2-core CPU. Generated room orbits and arcs (tiled textures, a big
 central object), 8 held-out clips, these defaults (exp 8): Racc@5 1.00 on 6, 0.69 and 0.00 on the others (exp 7:
-mean 0.59), focal error median 0.8 %, depth AbsRel at the samples median 0.05; 8-19 min per 20-frame clip. All 24
-held-out clips with steps 9-10 where they ran (exp 12): Racc@5 mean 0.91, 19 at 1.00, focal error median 1.0 %.
+mean 0.59), focal error median 0.8 %, depth AbsRel at the samples median 0.05; 8-19 min per 20-frame clip. All 26
+held-out clips with steps 9-10 where they ran (exps 12-13): Racc@5 mean 0.92, 21 at 1.00, focal error median 1.0 %.
 
 Conventions: images are [L, H, W, 3] uint8 RGB; pixel (x, y) of the array has its centre at (x + 0.5, y + 0.5),
 as in ``cameras.intrinsics_matrix`` (cx = W / 2). Cameras out are OpenCV camera-to-world [L, 4, 4] (x right,
@@ -162,7 +164,8 @@ class FlowCamerasResult:
     """Per frame [N_i]: z-depth of those pixels in the scale of c2w_opencv (unknown metric scale); NaN where a
     sample never got a depth (too little parallax, or no consistent match) or lost it (``measured_depths``)."""
     unconstrained_depths: int = 0
-    """Samples whose depth was dropped from sample_depth because no two cameras see it at an angle any more."""
+    """Samples whose depth ``measured_depths`` dropped from sample_depth: no two cameras see it at an angle any more,
+    or fewer than min_depth_views other frames explain it."""
     checks: Dict[str, float] = field(default_factory=dict)
     """Self-checks computed without any truth (``self_checks``): epipolar_inliers, consistent_share,
     depth_coverage, focal_change."""
@@ -260,7 +263,7 @@ def _solve_flow(frames: np.ndarray, cfg: FlowCamerasConfig, focal: float = None)
 def measured_depths(bundle: FlowBundle, result: FlowCamerasResult, depth: np.ndarray, cfg: FlowCamerasConfig):
     """The output depths: a sample keeps its depth [samples] only if two cameras whose observations of it the
     result explains (within consistency_pixels) see its point at min_triangulation_angle or more, the rule that gave
-    it a first depth. Why: the final adjustment can push a depth that parallax no longer constrains anywhere along
+    it a first depth, and the result explains it in at least min_depth_views other frames. Why: the final adjustment can push a depth that parallax no longer constrains anywhere along
     its ray at almost no cost (held-out gen_10_arc, right cameras: a few depths ran to 1e9 and depth AbsRel to
     1.7e9). The cameras and the checks are unchanged. Returns (depth with NaN where dropped, how many dropped)."""
     focal = float(result.K[0, 0])
