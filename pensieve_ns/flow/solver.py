@@ -64,7 +64,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from pensieve_ns.cameras import intrinsics_matrix
-from pensieve_ns.flow.bundle import FlowBundle
+from pensieve_ns.flow.bundle import FlowBundle, _rays
 from pensieve_ns.flow.checks import check_warnings, epipolar_inlier_share, needs_focal_recovery, self_checks
 from pensieve_ns.flow.correspondences import clip_observations
 from pensieve_ns.flow.reconstruction import estimate_focal, final_adjustment, reconstruct
@@ -187,11 +187,11 @@ class FlowCamerasResult:
     def world_points(self, frames: np.ndarray):
         """The samples that have a depth as a coloured point cloud in the world of c2w_opencv (frame 0's camera):
         xyz [N, 3] float64 and rgb [N, 3] uint8, read from frames [L, H, W, 3] uint8 at the sample pixels."""
-        (fx, _, cx), (_, fy, cy) = self.K[:2]
+        focal, W, H = float(self.K[0, 0]), 2 * float(self.K[0, 2]), 2 * float(self.K[1, 2])  # centred, as solved
         xyz, rgb = [np.zeros((0, 3))], [np.zeros((0, 3), np.uint8)]
         for frame, c2w, pix, z in zip(frames, self.c2w_opencv, self.sample_pixels, self.sample_depth):
             ok = np.isfinite(z)
-            ray = np.stack([(pix[ok, 0] - cx) / fx, (pix[ok, 1] - cy) / fy, np.ones(ok.sum())], 1) * z[ok, None]
+            ray = _rays(pix[ok], focal, W, H) * z[ok, None]
             xyz.append(ray @ c2w[:3, :3].T + c2w[:3, 3])
             rgb.append(frame[pix[ok, 1].astype(int), pix[ok, 0].astype(int)])
         return np.concatenate(xyz), np.concatenate(rgb)
@@ -263,9 +263,11 @@ def _solve_flow(frames: np.ndarray, cfg: FlowCamerasConfig, focal: float = None)
 def measured_depths(bundle: FlowBundle, result: FlowCamerasResult, depth: np.ndarray, cfg: FlowCamerasConfig):
     """The output depths: a sample keeps its depth [samples] only if two cameras whose observations of it the
     result explains (within consistency_pixels) see its point at min_triangulation_angle or more, the rule that gave
-    it a first depth, and the result explains it in at least min_depth_views other frames. Why: the final adjustment can push a depth that parallax no longer constrains anywhere along
-    its ray at almost no cost (held-out gen_10_arc, right cameras: a few depths ran to 1e9 and depth AbsRel to
-    1.7e9). The cameras and the checks are unchanged. Returns (depth with NaN where dropped, how many dropped)."""
+    it a first depth, and the result explains it in at least min_depth_views other frames. Why: the final
+    adjustment can push a depth that parallax no longer constrains anywhere along its ray at almost no cost
+    (held-out gen_10_arc, right cameras: a few depths ran to 1e9 and depth AbsRel to 1.7e9, TTO exp 13), and depths
+    that one other frame explains are the ones far off (TTO exp 14). The cameras and the checks are unchanged.
+    Returns (depth with NaN where dropped, how many dropped)."""
     focal = float(result.K[0, 0])
     explained = bundle.residuals(result.c2w_opencv, depth, focal) <= cfg.consistency_pixels
     keep = bundle.parallax(result.c2w_opencv, depth, focal, explained) >= cfg.min_triangulation_angle  # NaN: False
