@@ -60,7 +60,7 @@ def make_model(args, gaussians: bool) -> PensieveModel:
         context_vit=size, lvsm_vit=lvsm, gaussians=gaussians, gaussian_hidden=32, gaussian_stride=args.stride,
         gaussian_footprint=(0.1, 1.5), tile_size=8, depth_projection_weight=1.0,
         depth_projection_max_step=args.depth_decay_steps, depth_smooth_weight=1e-3, renderer="torch",
-        camera_head=args.camera_head, pair_symmetric=True, pair_chain=True,
+        camera_head=args.camera_head, pair_symmetric=True, pair_chain=True, camera_head_weights=args.camera_head_weights,
     )
     return cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
 
@@ -157,7 +157,9 @@ def main() -> None:
     ap.add_argument("--stage2-minutes", type=float, default=20)
     ap.add_argument("--depth-decay-steps", type=int, default=2000)
     ap.add_argument("--oracle-from", type=Path, default=ROOT / "benchmarks/results/stage1_learning/exp4_p4_lvsm4/oracle.pt")
-    ap.add_argument("--camera-head", choices=("features", "pair_flow"), default="features")
+    ap.add_argument("--camera-head", choices=("features", "pair_flow", "flow_pose"), default="features")
+    ap.add_argument("--camera-head-weights", type=Path, default=None,
+                    help="pre-trained camera head (the LABELLED PRIOR); with --stage1-from, it replaces the saved head")
     ap.add_argument("--stage1-from", type=Path, default=None,
                     help="a saved stage-1 state (stage1_learning.py): skips stage-1 training (e.g. the shipped model's)")
     ap.add_argument("--freeze-camera-head", action="store_true", help="stage 2 and the control keep the camera head as it is")
@@ -188,7 +190,11 @@ def main() -> None:
 
     s1 = make_model(args, gaussians=False)
     if args.stage1_from is not None:  # a trained stage 1 (e.g. LEARNING.md exp 37, the shipped model)
-        s1.load_state_dict(torch.load(args.stage1_from, weights_only=True))
+        state = torch.load(args.stage1_from, weights_only=True)
+        if args.camera_head_weights is not None:  # the saved stage 1's decoder with another camera head
+            state = {k: v for k, v in state.items() if not k.startswith("camera_head.")}
+        missing, unexpected = s1.load_state_dict(state, strict=args.camera_head_weights is None)
+        assert not unexpected and all(k.startswith("camera_head.") for k in missing), (missing, unexpected)
         print(f"stage 1 from {args.stage1_from}", flush=True)
         curves = {"stage1": []}
     else:  # Stage 1, self-supervised, warm-started from the oracle decoder.

@@ -69,7 +69,7 @@ def test_pair_flow_camera_head_in_the_model_and_its_weights(tmp_path):
         with pytest.raises(PensieveInputError, match=message):
             _model(weights=bad)
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
-    with pytest.raises(PensieveInputError, match="not a PairCameraHead"):
+    with pytest.raises(PensieveInputError, match="not a camera head state dict"):
         _model(weights=tmp_path / "other.pt")
 
 

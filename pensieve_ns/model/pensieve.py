@@ -20,6 +20,7 @@ from pensieve_ns.cameras import invert_rigid, normalise_cameras, plucker_rays
 from pensieve_ns.checkpoints import load_camera_head_weights
 from pensieve_ns.losses import camera_prior_loss, depth_projection_loss, disparity_smoothness_loss
 from pensieve_ns.model.camera_head import CameraHead, PairCameraHead
+from pensieve_ns.model.flow_pose import FlowCameraHead
 from pensieve_ns.model.encoder import FEATURE_CHANNELS, PensieveEncoder
 from pensieve_ns.model.gaussian_head import GaussianHead
 from pensieve_ns.render import render
@@ -38,13 +39,15 @@ class PensieveModelConfig(ModelConfig):
     camera_vit: ViTSize = field(default_factory=ViTSize)
     context_vit: ViTSize = field(default_factory=ViTSize)
     lvsm_vit: ViTSize = field(default_factory=ViTSize)
-    camera_head: Literal["features", "pair_flow"] = "features"
+    camera_head: Literal["features", "pair_flow", "flow_pose"] = "features"
     """'features': the paper's head on the camera transformer's features (method.md §1.2). 'pair_flow' (issue 5,
     not the paper): each frame's camera relative to the first from the two images' correlation volume
-    (``PairCameraHead``); it can start from weights pre-trained with the labelled prior (``camera_head_weights``)."""
+    (``PairCameraHead``). 'flow_pose' (issue 5, not the paper): from classical optical flow between the frames
+    (``FlowCameraHead``). Both can start from weights pre-trained with the labelled prior (``camera_head_weights``)."""
     camera_head_weights: Optional[Path] = None
-    """A ``PairCameraHead`` state dict to start from (``benchmarks/camera_probe.py --save``). Trained on generated
-    clips with known cameras: using it is the LABELLED SYNTHETIC PRIOR, and results say so."""
+    """A ``PairCameraHead`` (``benchmarks/camera_probe.py --save``) or ``FlowCameraHead``
+    (``benchmarks/flow_pose_probe.py``) state dict to start from. Trained on generated clips with known cameras:
+    using it is the LABELLED SYNTHETIC PRIOR, and results say so."""
     pair_grid: int = 16
     """Correlation grid of 'pair_flow' (frames are resampled to 2 * pair_grid pixels)."""
     pair_symmetric: bool = True
@@ -123,10 +126,13 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         # No super().populate_modules(): it would add a ray collider, and this model takes clips, not rays.
         cfg = self.config
         self.encoder = PensieveEncoder(cfg.frame_vit, cfg.camera_vit, cfg.context_vit, cfg.patch, cfg.checkpointing)
-        if cfg.camera_head == "pair_flow":
-            self.camera_head = PairCameraHead(cfg.pair_grid, symmetric=cfg.pair_symmetric)
+        if cfg.camera_head in ("pair_flow", "flow_pose"):
+            if cfg.camera_head == "pair_flow":
+                self.camera_head = PairCameraHead(cfg.pair_grid, symmetric=cfg.pair_symmetric)
+            else:
+                self.camera_head = FlowCameraHead()
             if cfg.camera_head_weights is not None:
-                self.camera_head.load_state_dict(load_camera_head_weights(cfg.camera_head_weights))
+                self.camera_head.load_state_dict(load_camera_head_weights(cfg.camera_head_weights, self.camera_head))
         else:
             self.camera_head = CameraHead(FEATURE_CHANNELS + 5, cfg.camera_hidden, cfg.camera_quaternion)
         self.lvsm = LVSMHead(cfg.lvsm_vit, cfg.patch, FEATURE_CHANNELS + 5, cfg.checkpointing)
@@ -167,7 +173,7 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         f_ctx = f_ctx.float()  # cameras and rays in float32
         if self.config.camera_source == "ground_truth":  # oracle: known cameras of generated clips
             c2w, K = normalise_cameras(batch["gt_c2w_opencv"]), batch["gt_K"]
-        elif self.config.camera_head == "pair_flow":
+        elif self.config.camera_head in ("pair_flow", "flow_pose"):
             # Frame to frame in time (pair_chain) or each frame against the first; OpenCV c2w with batch frame 0
             # the identity, clip intrinsics. Its translation scale is free (the prior
             # loss compares normalised cameras), so the decoder gets the oracle's convention: farthest centre at 1.
