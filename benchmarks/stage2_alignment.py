@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from pensieve_ns.checkpoints import load_model_state  # noqa: E402
 from pensieve_ns.data.dataset import ClipFrames, ClipSampleDataset  # noqa: E402
 from pensieve_ns.data.frames import resize_center_crop  # noqa: E402
 from pensieve_ns.data.sampler import ClipSamplerConfig, SampleSpec, TrainBatchSampler, eval_specs  # noqa: E402
@@ -161,7 +162,7 @@ def main() -> None:
     ap.add_argument("--camera-head-weights", type=Path, default=None,
                     help="pre-trained camera head (the LABELLED PRIOR); with --stage1-from, it replaces the saved head")
     ap.add_argument("--stage1-from", type=Path, default=None,
-                    help="a saved stage-1 state (stage1_learning.py): skips stage-1 training (e.g. the shipped model's)")
+                    help="a saved stage-1 state (stage1_learning.py) or a nerfstudio .ckpt: skips stage-1 training")
     ap.add_argument("--freeze-camera-head", action="store_true", help="stage 2 and the control keep the camera head as it is")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/stage2_alignment")
@@ -190,7 +191,8 @@ def main() -> None:
 
     s1 = make_model(args, gaussians=False)
     if args.stage1_from is not None:  # a trained stage 1 (e.g. LEARNING.md exp 37, the shipped model)
-        state = torch.load(args.stage1_from, weights_only=True)
+        # A stage1_learning.py state, or a nerfstudio checkpoint (the shipped pretrained/stage1-prior32).
+        state = load_model_state(args.stage1_from) if args.stage1_from.suffix == ".ckpt" else torch.load(args.stage1_from, weights_only=True)
         if args.camera_head_weights is not None:  # the saved stage 1's decoder with another camera head
             state = {k: v for k, v in state.items() if not k.startswith("camera_head.")}
         missing, unexpected = s1.load_state_dict(state, strict=args.camera_head_weights is None)
