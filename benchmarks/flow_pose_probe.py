@@ -36,6 +36,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pensieve_ns.cameras import invert_rigid  # noqa: E402
 from pensieve_ns.checkpoints import load_camera_head_weights  # noqa: E402
 from pensieve_ns.data.synthetic import generate_clip  # noqa: E402
 from pensieve_ns.eval.poses import relative_pose_errors, summarise  # noqa: E402
@@ -69,11 +70,6 @@ def matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
     return cv2.Rodrigues(R.astype(np.float64))[0].ravel()
 
 
-def relative(c2w_a: np.ndarray, c2w_b: np.ndarray) -> np.ndarray:
-    """Camera b in camera a's frame (OpenCV c2w): inv(c2w_a) @ c2w_b."""
-    return np.linalg.inv(c2w_a) @ c2w_b
-
-
 def batch(clips, n: int, max_gap: int, rng: np.random.Generator):
     xs_ab, xs_ba, rots, dirs, focals = [], [], [], [], []
     for _ in range(n):
@@ -85,7 +81,7 @@ def batch(clips, n: int, max_gap: int, rng: np.random.Generator):
             a, b = b, a
         fl = {tuple(k): f.astype(np.float32) for k, f in zip(keys.tolist(), flows) if (tuple(k) in ((a, b), (b, a)))}
         xs_ab.append(pair_input(fl, grey, a, b)), xs_ba.append(pair_input(fl, grey, b, a))
-        T = relative(c2w[a].astype(np.float64), c2w[b].astype(np.float64))
+        T = invert_rigid(c2w[a].astype(np.float64)) @ c2w[b].astype(np.float64)  # b in a's frame (OpenCV c2w)
         rots.append(matrix_to_axis_angle(T[:3, :3])), focals.append(focal)
         dirs.append(T[:3, 3] / max(np.linalg.norm(T[:3, 3]), 1e-9))
     t = lambda v: torch.from_numpy(np.stack(v)).float()  # noqa: E731

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from pensieve_ns.cameras import axis_angle_to_matrix, intrinsics_matrix, invert_rigid
 from pensieve_ns.cameras import chain as chain_poses
+from pensieve_ns.flow.correspondences import _grey
 
 GRID = 32  # cells a side of the network's input
 FLOW_SIZE = 64  # frames are resampled to this many pixels a side before the flow
@@ -43,7 +44,7 @@ def clip_flows(frames: np.ndarray, pairs) -> Tuple[Dict[Tuple[int, int], np.ndar
     """frames [L, S, S, 3] uint8 (S = FLOW_SIZE) -> flows {(a, b): [GRID, GRID, 2]} for each (a, b) in ``pairs``
     (both ways) and the grey frames on the grid [L, GRID, GRID] uint8."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    up = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), None, fx=UP, fy=UP, interpolation=cv2.INTER_CUBIC) for f in frames]
+    up = [_grey(f, UP) for f in frames]  # the flow solver's grey conversion and cubic upsampling
     flows = {}
     for a, b in pairs:
         flows[(a, b)] = pair_flow(up[a], up[b], dis)
@@ -126,18 +127,17 @@ class FlowCameraHead(nn.Module):
         dev, dt = images.device, images.dtype
         if frame_index is None:
             frame_index = torch.arange(L, device=dev).expand(B, L)
-        order = frame_index.argsort(dim=1) if chain else torch.arange(L, device=dev).expand(B, L)
-        x_ab, x_ba = [], []
-        for b in range(B):
-            frames = square_frames(images[b, order[b]])
-            pairs = [(i, i + 1) if chain else (0, i + 1) for i in range(L - 1)]
-            flows, grey = clip_flows(frames, pairs)
-            x_ab += [pair_input(flows, grey, a, c) for a, c in pairs]
-            x_ba += [pair_input(flows, grey, c, a) for a, c in pairs]
         eye = torch.eye(4, dtype=dt, device=dev)
-        if L == 1:
+        if L == 1:  # no pair: identity and a focal length of one side
             f = torch.full((B, 1), float(min(H, W)), dtype=dt, device=dev)
             return eye.repeat(B, 1, 1, 1), intrinsics_matrix(f, f, torch.full_like(f, W / 2), torch.full_like(f, H / 2)), images.new_zeros(B, 1, 7)
+        order = frame_index.argsort(dim=1) if chain else torch.arange(L, device=dev).expand(B, L)
+        pairs = [(i, i + 1) if chain else (0, i + 1) for i in range(L - 1)]
+        x_ab, x_ba = [], []
+        for b in range(B):
+            flows, grey = clip_flows(square_frames(images[b, order[b]]), pairs)
+            x_ab += [pair_input(flows, grey, i, j) for i, j in pairs]
+            x_ba += [pair_input(flows, grey, j, i) for i, j in pairs]
         param = next(self.parameters())
         rot, direction, focal = self.net.symmetric(torch.from_numpy(np.stack(x_ab)).to(param), torch.from_numpy(np.stack(x_ba)).to(param))
         steps = eye.repeat(B, L - 1, 1, 1)
