@@ -62,15 +62,18 @@ def make_model(args, gaussians: bool) -> PensieveModel:
         gaussian_footprint=(0.1, 1.5), tile_size=8, depth_projection_weight=1.0,
         depth_projection_max_step=args.depth_decay_steps, depth_smooth_weight=1e-3, renderer="torch",
         camera_head=args.camera_head, pair_symmetric=True, pair_chain=True, camera_head_weights=args.camera_head_weights,
+        depth_head=args.depth_head, depth_head_weights=args.depth_head_weights,
     )
     return cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
 
 
-def train_for(model, dataset, sampler, minutes: float, lr: float, warmup: int = 20, freeze_camera_head: bool = False) -> List[Dict]:
+def train_for(model, dataset, sampler, minutes: float, lr: float, warmup: int = 20, freeze_camera_head: bool = False,
+              freeze_depth_head: bool = False) -> List[Dict]:
     """AdamW (0.9, 0.95) for a budget of ``minutes`` x 2 CPU-minutes (this process's CPU time on its 2 threads,
     so other work on the machine does not shorten it): linear warm-up, then constant lr."""
-    if freeze_camera_head:
-        for p in model.camera_head.parameters():
+    frozen = [model.camera_head] * freeze_camera_head + [model.depth_head] * (freeze_depth_head and model.depth_head is not None)
+    for module in frozen:
+        for p in module.parameters():
             p.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in model.get_param_groups()["model"] if p.requires_grad], lr=lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
@@ -164,6 +167,10 @@ def main() -> None:
     ap.add_argument("--stage1-from", type=Path, default=None,
                     help="a saved stage-1 state (stage1_learning.py) or a nerfstudio .ckpt: skips stage-1 training")
     ap.add_argument("--freeze-camera-head", action="store_true", help="stage 2 and the control keep the camera head as it is")
+    ap.add_argument("--depth-head", choices=("gaussian", "flow"), default="gaussian",
+                    help="'flow': stage 2's Gaussian depth from FlowDepthHead (needs --camera-head flow_pose)")
+    ap.add_argument("--depth-head-weights", type=Path, default=None, help="FlowDepthHead weights (flow_depth_probe.py; the LABELLED PRIOR)")
+    ap.add_argument("--freeze-depth-head", action="store_true", help="stage 2 keeps the flow depth head as it is")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/stage2_alignment")
     args = ap.parse_args()
@@ -222,7 +229,8 @@ def main() -> None:
     s2_cfg.gap_warmup_start, s2_cfg.gap_warmup_steps = 1, 100
     print(f"stage 2: {args.stage2_minutes} min", flush=True)
     curves["stage2"] = train_for(s2, dataset, TrainBatchSampler([c.num_frames for c in train_frames.clips], args.batch, s2_cfg, seed=2),
-                                 args.stage2_minutes, args.lr, freeze_camera_head=args.freeze_camera_head)
+                                 args.stage2_minutes, args.lr, freeze_camera_head=args.freeze_camera_head,
+                                 freeze_depth_head=args.freeze_depth_head)
     models["stage 2"] = s2
 
     for name, model in models.items():

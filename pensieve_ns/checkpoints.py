@@ -59,24 +59,32 @@ def load_model_state(ckpt: Path) -> Dict[str, Tensor]:
     return out
 
 
-def load_camera_head_weights(path: Path, head: Optional[nn.Module] = None) -> Dict[str, Tensor]:
-    """A pre-trained camera head state dict (``PairCameraHead`` or ``FlowCameraHead``), or a clear error: missing,
-    unreadable, not such a file, or (given ``head``) one for another kind of head."""
+def load_head_weights(path: Path, head: Optional[nn.Module] = None, what: str = "camera head") -> Dict[str, Tensor]:
+    """A pre-trained head's state dict (keys 'net.*': ``PairCameraHead``, ``FlowCameraHead``, ``FlowDepthHead``), or
+    a clear error: missing, unreadable, not such a file, or (given ``head``) one for another kind of head."""
     path = Path(path)
     if not path.is_file():
-        raise PensieveInputError(path, "camera head weights not found")
+        raise PensieveInputError(path, f"{what} weights not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  any unreadable file gets the same one-line error
-        raise PensieveInputError(path, f"camera head weights unreadable ({type(exc).__name__})") from exc
+        raise PensieveInputError(path, f"{what} weights unreadable ({type(exc).__name__})") from exc
     if not isinstance(state, dict) or not any(k.startswith("net.") for k in state):
-        raise PensieveInputError(path, "not a camera head state dict (expected keys 'net.*')")
+        raise PensieveInputError(path, f"not a {what} state dict (expected keys 'net.*')")
     if head is not None:
         own = head.state_dict()
         if set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):
             raise PensieveInputError(path, f"these weights are not for a {type(head).__name__} of this size "
-                                           "(another camera_head kind or width?)")
+                                           f"(another kind of {what} or width?)")
     return state
+
+
+def load_camera_head_weights(path: Path, head: Optional[nn.Module] = None) -> Dict[str, Tensor]:
+    return load_head_weights(path, head, "camera head")
+
+
+def load_depth_head_weights(path: Path, head: Optional[nn.Module] = None) -> Dict[str, Tensor]:
+    return load_head_weights(path, head, "depth head")
 
 
 def load_stage1_weights(model: nn.Module, path: Path, modules: Iterable[str] = STAGE1_MODULES) -> Tuple[Path, int]:

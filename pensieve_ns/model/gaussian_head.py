@@ -9,7 +9,7 @@ block, at the block centre, with k times the footprint.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,10 @@ class GaussianHead(nn.Module):
         images: Float[Tensor, "B G 3 H W"],
         c2w_opencv: Float[Tensor, "B G 4 4"],
         K: Float[Tensor, "B G 3 3"],
+        depth: Optional[Float[Tensor, "B G 1 H W"]] = None,
     ) -> Gaussians:
+        """``depth``: z-depth of every context pixel from elsewhere (``FlowDepthHead``), used instead of the head's
+        own inverse-depth channel (averaged over each stride block in inverse depth)."""
         B, G, _, H, W = features.shape
         k = self.stride
         x, rgb = features.flatten(0, 1), images.flatten(0, 1)
@@ -72,7 +75,11 @@ class GaussianHead(nn.Module):
         h, w = x.shape[-2:]
         raw = self.out(self.trunk(x)).view(B, G, 11, h, w)
         raw_depth, raw_rot, raw_opacity, raw_rgb, raw_scale = raw.split([1, 4, 1, 3, 2], dim=2)
-        depth = inverse_depth_activation(raw_depth)  # [B, G, 1, h, w]
+        if depth is None:
+            depth = inverse_depth_activation(raw_depth)  # [B, G, 1, h, w]
+        else:
+            inv = depth.flatten(0, 1).clamp_min(1e-6).reciprocal()
+            depth = (F.avg_pool2d(inv, k) if k > 1 else inv).reciprocal().view(B, G, 1, h, w)
 
         # Centres along the frame's pixel rays at the predicted depth, in the world of its c2w (OpenCV).
         means = unproject_depth(depth[:, :, 0], K, c2w_opencv, stride=k)  # [B, G, h, w, 3]

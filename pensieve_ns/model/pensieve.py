@@ -17,9 +17,10 @@ from nerfstudio.models.splatfacto import SplatfactoModel
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 
 from pensieve_ns.cameras import invert_rigid, normalise_cameras, plucker_rays
-from pensieve_ns.checkpoints import load_camera_head_weights
+from pensieve_ns.checkpoints import load_camera_head_weights, load_depth_head_weights
 from pensieve_ns.losses import camera_prior_loss, depth_projection_loss, disparity_smoothness_loss
 from pensieve_ns.model.camera_head import CameraHead, PairCameraHead
+from pensieve_ns.model.flow_depth import FlowDepthHead
 from pensieve_ns.model.flow_pose import FlowCameraHead
 from pensieve_ns.model.encoder import FEATURE_CHANNELS, PensieveEncoder
 from pensieve_ns.model.gaussian_head import GaussianHead
@@ -81,6 +82,13 @@ class PensieveModelConfig(ModelConfig):
     # Stage 2 (method.md §1.4, §1.5, §2.2): Gaussians from the context features, splatted into every frame.
     gaussians: bool = False
     """Predict per-pixel Gaussians and render them into all L predicted cameras (stage 2)."""
+    depth_head: Literal["gaussian", "flow"] = "gaussian"
+    """Where the Gaussians' depth comes from. 'gaussian': the Gaussian head's own inverse-depth channel (the
+    paper). 'flow' (issue 5, not the paper; needs camera_head='flow_pose'): ``FlowDepthHead``, optical flow to the
+    temporal neighbours read under the predicted cameras, in the cameras' own scale."""
+    depth_head_weights: Optional[Path] = None
+    """A ``FlowDepthHead`` state dict (``benchmarks/flow_depth_probe.py``): trained photometrically with the known
+    cameras of generated clips, the LABELLED SYNTHETIC PRIOR (no depth labels)."""
     gaussian_hidden: int = 512
     gaussian_stride: int = 1
     """One Gaussian per stride x stride context pixels (1 = per pixel, the paper; 2-4 keep the CPU renderer fast)."""
@@ -139,6 +147,13 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         self.gaussian_head = (
             GaussianHead(FEATURE_CHANNELS + 5, cfg.gaussian_hidden, cfg.gaussian_stride, cfg.gaussian_footprint) if cfg.gaussians else None
         )
+        self.depth_head = None
+        if cfg.gaussians and cfg.depth_head == "flow":
+            if cfg.camera_head != "flow_pose":
+                raise ValueError("depth_head='flow' reads the flow camera head's cameras: set camera_head='flow_pose'")
+            self.depth_head = FlowDepthHead()
+            if cfg.depth_head_weights is not None:
+                self.depth_head.load_state_dict(load_depth_head_weights(cfg.depth_head_weights, self.depth_head))
         self.step = 0  # training iteration, for the depth projection loss's decay (set by a callback)
         self.init_scene_buffers()
         self.lpips = None
@@ -177,8 +192,8 @@ class PensieveModel(SceneMixin, SplatfactoModel):
             # Frame to frame in time (pair_chain) or each frame against the first; OpenCV c2w with batch frame 0
             # the identity, clip intrinsics. Its translation scale is free (the prior
             # loss compares normalised cameras), so the decoder gets the oracle's convention: farthest centre at 1.
-            c2w, K, _ = self.camera_head(images, batch.get("frame_index"), chain=self.config.pair_chain)
-            c2w = normalise_cameras(c2w)
+            c2w_head, K, _ = self.camera_head(images, batch.get("frame_index"), chain=self.config.pair_chain)
+            c2w = normalise_cameras(c2w_head)
         else:
             c2w, K, _ = self.camera_head(f_cam.float())  # latent cameras (OpenCV c2w) and clip intrinsics
         rays = plucker_rays(c2w, K, H, W)  # [B, L, 6, H, W]
@@ -190,7 +205,13 @@ class PensieveModel(SceneMixin, SplatfactoModel):
 
         # Stage 2: Gaussians along the context frames' rays (predicted cameras), splatted into all L cameras over
         # uniform noise while training (pushes coverage to 1), over mid-grey when evaluating.
-        gs = self.gaussian_head(f_ctx, gather_frames(images, context), gather_frames(c2w, context), gather_frames(K, context))
+        depth = None
+        if self.depth_head is not None:  # flow depth under the head's unit-step cameras, then in c2w's scale
+            scale = (invert_rigid(c2w_head[:, :1]) @ c2w_head)[..., :3, 3].norm(dim=-1).amax(dim=1)
+            scale = torch.where(scale > 1e-4, scale, torch.ones_like(scale))  # normalise_cameras' own rule
+            depth = self.depth_head(images, c2w_head, K, batch.get("frame_index")) / scale[:, None, None, None, None]
+            depth = gather_frames(depth, context)
+        gs = self.gaussian_head(f_ctx, gather_frames(images, context), gather_frames(c2w, context), gather_frames(K, context), depth)
         background = torch.rand_like(images) if self.training else torch.full_like(images, 0.5)
         outputs["rgb_gs"], outputs["alpha_gs"], outputs["depth_gs"] = self.splat(gs, c2w, K, background)
         outputs["depth_pred"] = gs.depth

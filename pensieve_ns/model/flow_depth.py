@@ -1,0 +1,137 @@
+"""Feed-forward depth from optical flow and cameras (issue 5, LEARNING.md exp 39; not the paper's Gaussian depth).
+
+Once a frame's neighbours and the relative cameras are known, the flow to each neighbour says how far every pixel
+is: along the pixel ray, the inverse depth rho that makes the 3D point land on the flow's end point solves
+
+    m x R^T (p - rho t) = 0   =>   rho = <m x R^T p, m x R^T t> / |m x R^T t|^2
+
+(p the pixel's ray in frame a, m the ray of its flow end point in frame b, [R t] b's camera in a's frame, OpenCV;
+|m x R^T t| is how much the point moves per unit of inverse depth, i.e. the parallax the pair gives it). Two-frame
+flow at 64 px is too noisy to use that as it is (depth AbsRel 0.27-1.4 per path kind with TRUE cameras, and
+undefined for pans, which do not translate). So ``FlowDepthNet``, a small U-Net, reads the frame, the flow to
+both temporal neighbours and these closed-form estimates with their parallax, and returns inverse depth in units
+of the cameras' step length (``FlowCameraHead`` chains unit steps, so depth and cameras share one scale).
+
+It is trained in ``benchmarks/flow_depth_probe.py`` self-supervised by photometric reprojection (neighbour frames
+warped into the frame through the predicted depth), with the TRUE cameras of generated TRAINING clips: the
+labelled synthetic prior of the issue. No depth labels are used.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from pensieve_ns.cameras import invert_rigid
+from pensieve_ns.model.flow_pose import FLOW_SCALE, FLOW_SIZE, GRID, clip_flows, square_frames
+
+IN_CHANNELS = 9  # grey, (flow, rho, parallax) to the previous and the next frame
+
+
+def flow_inverse_depth(
+    flow: Float[Tensor, "G G 2"], b_in_a: Float[Tensor, "4 4"], focal: float, side: int = FLOW_SIZE
+) -> Tuple[Float[Tensor, "G G"], Float[Tensor, "G G"]]:
+    """Closed-form two-view inverse depth on a G x G grid of cells: flow a -> b in ``side``-pixel frames, b's
+    OpenCV camera-to-world in a's camera frame (its translation sets the unit), focal length in ``side`` pixels
+    with the principal point at the centre. Returns rho (1 / z-depth in a, in units of |t|; signed: negative is
+    behind the camera) and the parallax |m x R^T t| per unit of rho (0 where the pair has no baseline)."""
+    G = flow.shape[0]
+    c = (torch.arange(G, dtype=flow.dtype, device=flow.device) + 0.5) * side / G
+    v, u = torch.meshgrid(c, c, indexing="ij")
+    ones = torch.ones_like(u)
+    p = torch.stack([(u - side / 2) / focal, (v - side / 2) / focal, ones], -1)
+    m = torch.stack([(u + flow[..., 0] - side / 2) / focal, (v + flow[..., 1] - side / 2) / focal, ones], -1)
+    R, t = b_in_a[:3, :3].to(flow), b_in_a[:3, 3].to(flow)
+    a = torch.linalg.cross(m, p @ R, dim=-1)  # p @ R = R^T p per cell
+    d = torch.linalg.cross(m, (R.T @ t).expand_as(m), dim=-1)
+    w2 = (d * d).sum(-1)
+    return (a * d).sum(-1) / w2.clamp_min(1e-12), w2.sqrt()
+
+
+def depth_input(
+    flows: Dict[Tuple[int, int], np.ndarray], grey: np.ndarray, c2w: Float[Tensor, "L 4 4"], focal: float, i: int
+) -> Float[Tensor, "9 G G"]:
+    """The network's input for frame i of a window in temporal order: grey i, then for the previous and the next
+    frame (zeros where there is none) the flow i -> j / FLOW_SCALE, rho (clamped to [-2, 2]) and the parallax."""
+    parts = [torch.from_numpy(grey[i]).float()[None] / 255.0]
+    for j in (i - 1, i + 1):
+        if (i, j) not in flows:
+            parts.append(torch.zeros(4, GRID, GRID))
+            continue
+        flow = torch.from_numpy(flows[(i, j)]).float()
+        rho, parallax = flow_inverse_depth(flow, (invert_rigid(c2w[i]) @ c2w[j]).float(), focal)
+        parts += [flow.permute(2, 0, 1) / FLOW_SCALE, rho.clamp(-2, 2)[None], parallax[None]]
+    return torch.cat(parts)
+
+
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1), nn.GELU())
+
+
+class FlowDepthNet(nn.Module):
+    """[N, 9, G, G] (``depth_input``) -> log inverse depth [N, 1, G, G] in step units. A U-Net with CoordConv
+    (32 -> 16 -> 8 -> 4 and back), so it can spread the estimates of well-measured cells over the poorly measured
+    ones and fall back on the image where nothing is measured (pans)."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        w = width
+        self.enc = nn.ModuleList([_block(IN_CHANNELS + 2, w), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w, 2)])
+        self.dec = nn.ModuleList([_block(8 * w, 4 * w), _block(6 * w, 2 * w), _block(3 * w, w)])
+        self.out = nn.Conv2d(w, 1, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.constant_(self.out.bias, -1.0)  # depth e steps before training
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, GRID), torch.linspace(-1, 1, GRID), indexing="ij")
+        self.register_buffer("coords", torch.stack([xs, ys])[None])
+
+    def forward(self, x: Float[Tensor, "N 9 G G"]) -> Float[Tensor, "N 1 G G"]:
+        skips, h = [], torch.cat([x, self.coords.expand(len(x), -1, -1, -1)], 1)
+        for block in self.enc:
+            h = block(h)
+            skips.append(h)
+        for block, skip in zip(self.dec, reversed(skips[:-1])):
+            h = block(torch.cat([F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip], 1))
+        return self.out(h).clamp(-8, 8)
+
+
+class FlowDepthHead(nn.Module):
+    """Per-frame z-depth of a clip from ``FlowDepthNet``, given the clip's cameras (normally ``FlowCameraHead``'s,
+    whose unit steps set the scale). Frames are read in temporal order (``frame_index``); each against its two
+    temporal neighbours in the batch."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.net = FlowDepthNet(width)
+
+    def forward(
+        self,
+        images: Float[Tensor, "B L 3 H W"],
+        c2w_opencv: Float[Tensor, "B L 4 4"],
+        K: Float[Tensor, "B L 3 3"],
+        frame_index: Optional[Int[Tensor, "B L"]] = None,
+    ) -> Float[Tensor, "B L 1 H W"]:
+        """z-depth of every pixel in the cameras' units. Non-square frames: depth is predicted on the centre square
+        and extended to the border by replication. A single frame (no neighbour) gets the image-only estimate."""
+        B, L, _, H, W = images.shape
+        if frame_index is None:
+            frame_index = torch.arange(L, device=images.device).expand(B, L)
+        s = min(H, W)
+        inputs = []
+        for b in range(B):
+            order = frame_index[b].argsort()
+            flows, grey = clip_flows(square_frames(images[b, order]), [(i, i + 1) for i in range(L - 1)])
+            c2w = c2w_opencv[b, order].detach().double().cpu()
+            focal = float(K[b, 0, 0, 0].detach()) * FLOW_SIZE / s
+            x = torch.stack([depth_input(flows, grey, c2w, focal, i) for i in range(L)])
+            inputs.append(torch.empty_like(x).index_copy_(0, order.cpu(), x))
+        param = next(self.parameters())
+        log_rho = self.net(torch.cat(inputs).to(param))
+        rho = F.interpolate(log_rho.exp(), size=(s, s), mode="bilinear", align_corners=False)
+        top, left = (H - s) // 2, (W - s) // 2
+        rho = F.pad(rho, (left, W - s - left, top, H - s - top), mode="replicate")
+        return (1.0 / rho).view(B, L, 1, H, W).to(images.dtype)
