@@ -32,10 +32,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pensieve_ns.cameras import invert_rigid  # noqa: E402
-from pensieve_ns.checkpoints import load_camera_head_weights  # noqa: E402
+from pensieve_ns.cameras import invert_rigid, unproject_depth  # noqa: E402
+from pensieve_ns.checkpoints import load_camera_head_weights, load_depth_head_weights  # noqa: E402
 from pensieve_ns.data.synthetic import generate_clip  # noqa: E402
 from pensieve_ns.eval.metrics import depth_abs_rel  # noqa: E402
+from pensieve_ns.losses import warp_frames  # noqa: E402
 from pensieve_ns.model.flow_depth import FlowDepthNet, depth_input, flow_inverse_depth  # noqa: E402
 from pensieve_ns.model.flow_pose import FLOW_SIZE, GRID, FlowCameraHead, clip_flows  # noqa: E402
 
@@ -123,24 +124,11 @@ def photometric(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 0.85 * ssim_error(a, b) + 0.15 * (a - b).abs().mean(1, keepdim=True)
 
 
-def warp(src: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, dst_from_ref: torch.Tensor) -> torch.Tensor:
-    """Sample src [N, 3, S, S] at the reference frame's pixels moved by depth [N, 1, S, S] (z in the reference
-    camera) and the rigid transform [N, 4, 4] from the reference to the source camera (OpenCV); K [N, 3, 3]."""
-    N, _, S, _ = src.shape
-    c = torch.arange(S, dtype=src.dtype) + 0.5
-    v, u = torch.meshgrid(c, c, indexing="ij")
-    pix = torch.stack([u, v, torch.ones_like(u)], -1).view(1, -1, 3)
-    rays = pix @ torch.linalg.inv(K).transpose(1, 2)
-    pts = rays * depth.view(N, -1, 1)
-    pts = pts @ dst_from_ref[:, :3, :3].transpose(1, 2) + dst_from_ref[:, None, :3, 3]
-    proj = pts @ K.transpose(1, 2)
-    uv = proj[..., :2] / proj[..., 2:].clamp_min(1e-3)
-    grid = (uv / S * 2 - 1).view(N, S, S, 2)
-    return F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def loss_fn(net: FlowDepthNet, items, smooth: float):
+def loss_fn(net: FlowDepthNet, items, smooth: float, rho_dropout: float = 0.0):
     x = torch.cat([it["x"].float() for it in items])  # [N*5, 9, G, G]
+    if rho_dropout > 0:  # frames whose closed-form rho is replaced by noise like a pan's (no translation, exp 40)
+        hide = torch.rand(len(x)) < rho_dropout
+        x[hide, 3], x[hide, 7] = 0.05 * torch.randn_like(x[hide, 3]), 0.05 * torch.randn_like(x[hide, 7])  # a pan's spread
     rgb = torch.cat([torch.from_numpy(it["frames"]).permute(0, 3, 1, 2).float() / 255 for it in items])
     c2w = torch.cat([torch.from_numpy(it["c2w"]) for it in items]).double()
     L = len(items[0]["frames"])
@@ -155,8 +143,9 @@ def loss_fn(net: FlowDepthNet, items, smooth: float):
                 if 0 <= j < L:
                     refs.append(n * L + i), srcs.append(n * L + j)
     refs, srcs = torch.tensor(refs), torch.tensor(srcs)
-    dst_from_ref = (invert_rigid(c2w[srcs]) @ c2w[refs]).float()
-    warped = warp(rgb[srcs], depth[refs], K[refs], dst_from_ref)
+    src_in_ref = (invert_rigid(c2w[refs]) @ c2w[srcs]).float()  # the source camera in the reference camera's frame
+    points = unproject_depth(depth[refs, 0], K[refs], torch.eye(4).expand(len(refs), 4, 4)).flatten(1, 2)
+    warped, _ = warp_frames(rgb[srcs], points, src_in_ref, K[refs], near=1e-3)  # no mask: border pixels repeat
     err = photometric(warped, rgb[refs])  # [P, 1, S, S]
     still = photometric(rgb[srcs], rgb[refs]) + 1e-5 * torch.rand_like(err)  # monodepth2's auto-mask
     big = torch.full((len(x), 4, FLOW_SIZE, FLOW_SIZE), 1e3)
@@ -210,6 +199,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8, help="windows of 5 frames per step")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--smooth", type=float, default=1e-3)
+    p.add_argument("--rho-dropout", type=float, default=0.0, help="share of training frames whose closed-form rho is replaced by noise (exp 40)")
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-seed", type=int, default=20_000, help="20000+: validation; 10000+: the stage-1 benchmark's clips")
@@ -228,7 +218,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     net, log = FlowDepthNet(args.width), []
     if args.weights is not None:
-        net.load_state_dict({k[len("net."):]: v for k, v in torch.load(args.weights, weights_only=True).items()})
+        net.load_state_dict({k[len("net."):]: v for k, v in load_depth_head_weights(args.weights).items()})
     else:
         jobs = [(args.train_seed + k, args.frames) for k in range(args.train_clips)]
         train = prepare(_train_one, jobs, args.cache / f"train_{args.train_seed}x{args.train_clips}_{args.frames}f.pt", args.workers)
@@ -237,7 +227,7 @@ def main() -> None:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.05)
         for step in range(1, args.steps + 1):
             net.train()
-            loss, parts = loss_fn(net, [train[int(k)] for k in rng.integers(0, len(train), args.batch)], args.smooth)
+            loss, parts = loss_fn(net, [train[int(k)] for k in rng.integers(0, len(train), args.batch)], args.smooth, args.rho_dropout)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
