@@ -96,7 +96,7 @@ class FlowDepthNet(nn.Module):
             skips.append(h)
         for block, skip in zip(self.dec, reversed(skips[:-1])):
             h = block(torch.cat([F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip], 1))
-        return self.out(h).clamp(-8, 8)
+        return 8 * torch.tanh(self.out(h) / 8)  # a soft bound: a hard clamp can stick there with no gradient
 
 
 class FlowDepthHead(nn.Module):
