@@ -1,4 +1,4 @@
-"""Feed-forward depth from optical flow and cameras (issue 5, LEARNING.md exp 39; not the paper's Gaussian depth).
+"""Feed-forward depth from optical flow and cameras (issue 5, LEARNING.md exps 39-40; not the paper's Gaussian depth).
 
 Once a frame's neighbours and the relative cameras are known, the flow to each neighbour says how far every pixel
 is: along the pixel ray, the inverse depth rho that makes the 3D point land on the flow's end point solves
@@ -14,7 +14,8 @@ of the cameras' step length (``FlowCameraHead`` chains unit steps, so depth and 
 
 It is trained in ``benchmarks/flow_depth_probe.py`` self-supervised by photometric reprojection (neighbour frames
 warped into the frame through the predicted depth), with the TRUE cameras of generated TRAINING clips: the
-labelled synthetic prior of the issue. No depth labels are used.
+labelled synthetic prior of the issue. No depth labels are used. Held-out (exp 40): better than a constant depth
+where the camera translates, far worse on pans (the loss has no depth signal there), worse overall (0.43 vs 0.30).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class FlowDepthNet(nn.Module):
         self.dec = nn.ModuleList([_block(8 * w, 4 * w), _block(6 * w, 2 * w), _block(3 * w, w)])
         self.out = nn.Conv2d(w, 1, 3, padding=1)
         nn.init.zeros_(self.out.weight)
-        nn.init.constant_(self.out.bias, -1.0)  # depth e steps before training
+        nn.init.constant_(self.out.bias, -1.0)  # depth about e steps before training
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, GRID), torch.linspace(-1, 1, GRID), indexing="ij")
         self.register_buffer("coords", torch.stack([xs, ys])[None])
 
