@@ -38,7 +38,7 @@ from pensieve_ns.data.synthetic import generate_clip  # noqa: E402
 from pensieve_ns.eval.metrics import depth_abs_rel  # noqa: E402
 from pensieve_ns.losses import warp_frames  # noqa: E402
 from pensieve_ns.model.flow_depth import FlowDepthNet, depth_input, flow_inverse_depth  # noqa: E402
-from pensieve_ns.model.flow_pose import FLOW_SIZE, GRID, FlowCameraHead, clip_flows  # noqa: E402
+from pensieve_ns.model.flow_pose import FLOW_SIZE, GRID, FlowCameraHead, temporal_flows  # noqa: E402
 
 CAMERA_WEIGHTS = Path(__file__).resolve().parent / "results/flow_pose_probe/exp38_flow_pose_net/flow_camera_head.pt"
 _HEAD = None
@@ -66,9 +66,11 @@ def _unit_steps(c2w: np.ndarray) -> np.ndarray:
 def window(clip, idx: np.ndarray) -> dict:
     """Everything one window needs: the net's inputs under the PREDICTED cameras, frames, true cameras."""
     frames = clip.frames[idx]
+    images = torch.from_numpy(frames).permute(0, 3, 1, 2).float()[None] / 255
+    clip_pairs = temporal_flows(images)  # 64 px frames pass square_frames unchanged
     with torch.no_grad():
-        c2w, K, _ = _camera_head()(torch.from_numpy(frames).permute(0, 3, 1, 2).float()[None] / 255)
-    flows, grey = clip_flows(frames, [(i, i + 1) for i in range(len(idx) - 1)])
+        c2w, K, _ = _camera_head()(images, flows=clip_pairs)
+    flows, grey = clip_pairs[0]
     focal = float(K[0, 0, 0, 0])
     x = torch.stack([depth_input(flows, grey, c2w[0].double(), focal, i) for i in range(len(idx))])
     rho_true = []  # the closed-form estimate under the TRUE cameras (a baseline)

@@ -243,6 +243,14 @@ def chain(first: Float[Tensor, "*batch 4 4"], steps: Float[Tensor, "*batch N 4 4
     return torch.stack(poses, dim=-3)
 
 
+def camera_scale(c2w_opencv: Float[Tensor, "B L 4 4"]) -> Float[Tensor, "B"]:
+    """Each clip's scale as ``normalise_cameras`` divides it out: the farthest camera centre from the first frame's
+    (1 for pure rotations, whose centres do not move)."""
+    rel = invert_rigid(c2w_opencv[:, :1]) @ c2w_opencv
+    scale = rel[..., :3, 3].norm(dim=-1).amax(dim=1).clamp_min(1e-6)
+    return torch.where(scale > 1e-4, scale, torch.ones_like(scale))
+
+
 def normalise_cameras(c2w_opencv: Float[Tensor, "B L 4 4"]) -> Float[Tensor, "B L 4 4"]:
     """Express each clip's cameras relative to its first frame, scaled so the farthest camera centre is at 1.
 
@@ -250,8 +258,7 @@ def normalise_cameras(c2w_opencv: Float[Tensor, "B L 4 4"]) -> Float[Tensor, "B 
     (pure rotations keep scale 1).
     """
     rel = invert_rigid(c2w_opencv[:, :1]) @ c2w_opencv
-    scale = rel[..., :3, 3].norm(dim=-1).amax(dim=1).clamp_min(1e-6)
-    scale = torch.where(scale > 1e-4, scale, torch.ones_like(scale))
+    scale = camera_scale(c2w_opencv)
     out = rel.clone()
     out[..., :3, 3] = rel[..., :3, 3] / scale[:, None, None]
     return out

@@ -20,7 +20,7 @@ where the camera translates, far worse on pans (the loss has no depth signal the
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from pensieve_ns.cameras import invert_rigid
-from pensieve_ns.model.flow_pose import FLOW_SCALE, FLOW_SIZE, GRID, clip_flows, square_frames
+from pensieve_ns.model.flow_pose import FLOW_SCALE, FLOW_SIZE, GRID, temporal_flows
 
 IN_CHANNELS = 9  # grey, (flow, rho, parallax) to the previous and the next frame
 
@@ -115,20 +115,23 @@ class FlowDepthHead(nn.Module):
         c2w_opencv: Float[Tensor, "B L 4 4"],
         K: Float[Tensor, "B L 3 3"],
         frame_index: Optional[Int[Tensor, "B L"]] = None,
+        flows: Optional[List] = None,
     ) -> Float[Tensor, "B L 1 H W"]:
         """z-depth of every pixel in the cameras' units. Non-square frames: depth is predicted on the centre square
-        and extended to the border by replication. A single frame (no neighbour) gets the image-only estimate."""
+        and extended to the border by replication. A single frame (no neighbour) gets the image-only estimate.
+        ``flows``: ``temporal_flows(images, frame_index)`` when the caller has it already (the camera head's)."""
         B, L, _, H, W = images.shape
         if frame_index is None:
             frame_index = torch.arange(L, device=images.device).expand(B, L)
+        if flows is None:
+            flows = temporal_flows(images, frame_index)
         s = min(H, W)
         inputs = []
-        for b in range(B):
+        for b, (clip, grey) in enumerate(flows):
             order = frame_index[b].argsort()
-            flows, grey = clip_flows(square_frames(images[b, order]), [(i, i + 1) for i in range(L - 1)])
             c2w = c2w_opencv[b, order].detach().double().cpu()
             focal = float(K[b, 0, 0, 0].detach()) * FLOW_SIZE / s
-            x = torch.stack([depth_input(flows, grey, c2w, focal, i) for i in range(L)])
+            x = torch.stack([depth_input(clip, grey, c2w, focal, i) for i in range(L)])
             inputs.append(torch.empty_like(x).index_copy_(0, order.cpu(), x))
         param = next(self.parameters())
         log_rho = self.net(torch.cat(inputs).to(param))

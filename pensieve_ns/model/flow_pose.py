@@ -14,7 +14,7 @@ intrinsics of the input frames.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -70,6 +70,17 @@ def square_frames(images: Float[Tensor, "L 3 H W"]) -> np.ndarray:
     return (crop.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
+def temporal_flows(
+    images: Float[Tensor, "B L 3 H W"], frame_index: Optional[Int[Tensor, "B L"]] = None
+) -> List[Tuple[Dict[Tuple[int, int], np.ndarray], np.ndarray]]:
+    """Per clip, ``clip_flows`` between temporal neighbours (i, i + 1) of its frames put in temporal order
+    (``frame_index.argsort``; batch order if None): what both flow heads read, so the model computes it once."""
+    B, L = images.shape[:2]
+    order = frame_index.argsort(dim=1) if frame_index is not None else torch.arange(L, device=images.device).expand(B, L)
+    pairs = [(i, i + 1) for i in range(L - 1)]
+    return [clip_flows(square_frames(images[b, order[b]]), pairs) for b in range(B)]
+
+
 class FlowPoseNet(nn.Module):
     """[N, 6, GRID, GRID] pair inputs (``pair_input``) -> [N, 7] raw: axis-angle of b in a's camera frame (units of
     0.1 rad), translation direction (unnormalised), log(focal / side). CoordConv and no global pooling: where the
@@ -119,10 +130,12 @@ class FlowCameraHead(nn.Module):
         self.net = FlowPoseNet(width)
 
     def forward(
-        self, images: Float[Tensor, "B L 3 H W"], frame_index: Optional[Int[Tensor, "B L"]] = None, chain: bool = True
+        self, images: Float[Tensor, "B L 3 H W"], frame_index: Optional[Int[Tensor, "B L"]] = None, chain: bool = True,
+        flows: Optional[List] = None,
     ) -> Tuple[Float[Tensor, "B L 4 4"], Float[Tensor, "B L 3 3"], Float[Tensor, "B L 7"]]:
         """c2w_opencv [B, L, 4, 4] (batch frame 0 the identity), K [B, L, 3, 3] in pixels of the input frames, and
-        the raw per-pair values [B, L, 7] (axis-angle in degrees, direction, focal / side; zeros for the first)."""
+        the raw per-pair values [B, L, 7] (axis-angle in degrees, direction, focal / side; zeros for the first).
+        ``flows``: ``temporal_flows(images, frame_index)`` when the caller has it already (chain only)."""
         B, L, _, H, W = images.shape
         dev, dt = images.device, images.dtype
         if frame_index is None:
@@ -131,13 +144,18 @@ class FlowCameraHead(nn.Module):
         if L == 1:  # no pair: identity and a focal length of one side
             f = torch.full((B, 1), float(min(H, W)), dtype=dt, device=dev)
             return eye.repeat(B, 1, 1, 1), intrinsics_matrix(f, f, torch.full_like(f, W / 2), torch.full_like(f, H / 2)), images.new_zeros(B, 1, 7)
-        order = frame_index.argsort(dim=1) if chain else torch.arange(L, device=dev).expand(B, L)
-        pairs = [(i, i + 1) if chain else (0, i + 1) for i in range(L - 1)]
+        if chain:
+            order, pairs = frame_index.argsort(dim=1), [(i, i + 1) for i in range(L - 1)]
+            flows = temporal_flows(images, frame_index) if flows is None else flows
+        else:
+            if flows is not None:
+                raise ValueError("precomputed flows are between temporal neighbours: they need chain=True")
+            order, pairs = torch.arange(L, device=dev).expand(B, L), [(0, i + 1) for i in range(L - 1)]
+            flows = [clip_flows(square_frames(images[b]), pairs) for b in range(B)]
         x_ab, x_ba = [], []
-        for b in range(B):
-            flows, grey = clip_flows(square_frames(images[b, order[b]]), pairs)
-            x_ab += [pair_input(flows, grey, i, j) for i, j in pairs]
-            x_ba += [pair_input(flows, grey, j, i) for i, j in pairs]
+        for clip, grey in flows:
+            x_ab += [pair_input(clip, grey, i, j) for i, j in pairs]
+            x_ba += [pair_input(clip, grey, j, i) for i, j in pairs]
         param = next(self.parameters())
         rot, direction, focal = self.net.symmetric(torch.from_numpy(np.stack(x_ab)).to(param), torch.from_numpy(np.stack(x_ba)).to(param))
         steps = eye.repeat(B, L - 1, 1, 1)

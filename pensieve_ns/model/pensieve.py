@@ -16,12 +16,12 @@ from nerfstudio.models.splatfacto import SplatfactoModel
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 
-from pensieve_ns.cameras import invert_rigid, normalise_cameras, plucker_rays
+from pensieve_ns.cameras import camera_scale, invert_rigid, normalise_cameras, plucker_rays
 from pensieve_ns.checkpoints import load_camera_head_weights, load_depth_head_weights
 from pensieve_ns.losses import camera_prior_loss, depth_projection_loss, disparity_smoothness_loss
 from pensieve_ns.model.camera_head import CameraHead, PairCameraHead
 from pensieve_ns.model.flow_depth import FlowDepthHead
-from pensieve_ns.model.flow_pose import FlowCameraHead
+from pensieve_ns.model.flow_pose import FlowCameraHead, temporal_flows
 from pensieve_ns.model.encoder import FEATURE_CHANNELS, PensieveEncoder
 from pensieve_ns.model.gaussian_head import GaussianHead
 from pensieve_ns.render import render
@@ -149,8 +149,9 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         )
         self.depth_head = None
         if cfg.gaussians and cfg.depth_head == "flow":
-            if cfg.camera_head != "flow_pose":
-                raise ValueError("depth_head='flow' reads the flow camera head's cameras: set camera_head='flow_pose'")
+            if cfg.camera_head != "flow_pose" or cfg.camera_source != "predicted":
+                raise ValueError("depth_head='flow' reads the flow camera head's cameras: set camera_head='flow_pose' "
+                                 "(and camera_source='predicted')")
             self.depth_head = FlowDepthHead()
             if cfg.depth_head_weights is not None:
                 self.depth_head.load_state_dict(load_depth_head_weights(cfg.depth_head_weights, self.depth_head))
@@ -192,7 +193,13 @@ class PensieveModel(SceneMixin, SplatfactoModel):
             # Frame to frame in time (pair_chain) or each frame against the first; OpenCV c2w with batch frame 0
             # the identity, clip intrinsics. Its translation scale is free (the prior
             # loss compares normalised cameras), so the decoder gets the oracle's convention: farthest centre at 1.
-            c2w_head, K, _ = self.camera_head(images, batch.get("frame_index"), chain=self.config.pair_chain)
+            frame_index = batch.get("frame_index")
+            if self.depth_head is not None:  # both flow heads read the flow between temporal neighbours: once
+                flows = temporal_flows(images, frame_index)
+                c2w_head, K, _ = self.camera_head(images, frame_index, chain=self.config.pair_chain,
+                                                  flows=flows if self.config.pair_chain else None)
+            else:
+                c2w_head, K, _ = self.camera_head(images, frame_index, chain=self.config.pair_chain)
             c2w = normalise_cameras(c2w_head)
         else:
             c2w, K, _ = self.camera_head(f_cam.float())  # latent cameras (OpenCV c2w) and clip intrinsics
@@ -207,9 +214,7 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         # uniform noise while training (pushes coverage to 1), over mid-grey when evaluating.
         depth = None
         if self.depth_head is not None:  # flow depth under the head's unit-step cameras, then in c2w's scale
-            scale = (invert_rigid(c2w_head[:, :1]) @ c2w_head)[..., :3, 3].norm(dim=-1).amax(dim=1)
-            scale = torch.where(scale > 1e-4, scale, torch.ones_like(scale))  # normalise_cameras' own rule
-            depth = self.depth_head(images, c2w_head, K, batch.get("frame_index")) / scale[:, None, None, None, None]
+            depth = self.depth_head(images, c2w_head, K, frame_index, flows) / camera_scale(c2w_head)[:, None, None, None, None]
             depth = gather_frames(depth, context)
         gs = self.gaussian_head(f_ctx, gather_frames(images, context), gather_frames(c2w, context), gather_frames(K, context), depth)
         background = torch.rand_like(images) if self.training else torch.full_like(images, 0.5)
