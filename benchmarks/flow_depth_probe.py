@@ -93,7 +93,8 @@ def _train_one(job):
     gap = int(rng.integers(1, 3))
     start = int(rng.integers(0, frames - 4 * gap))
     w = window(clip, start + np.arange(5) * gap)
-    del w["depth"], w["rho_true"]  # never used in training
+    del w["rho_true"]
+    w["depth"] = w["depth"].astype(np.float16)  # kept ONLY for the labelled diagnostic (--depth-labels, exp 41)
     return w
 
 
@@ -126,8 +127,30 @@ def photometric(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 0.85 * ssim_error(a, b) + 0.15 * (a - b).abs().mean(1, keepdim=True)
 
 
-def loss_fn(net: FlowDepthNet, items, smooth: float, rho_dropout: float = 0.0):
-    x = torch.cat([it["x"].float() for it in items])  # [N*5, 9, G, G]
+MOTION = slice(1, 9)  # the input channels that come from flow and cameras (all but the grey frame)
+
+
+def net_input(x: torch.Tensor, inputs: str) -> torch.Tensor:
+    """``inputs="image"``: the motion channels zeroed, so the net sees the grey frame alone (exp 41-42)."""
+    if inputs == "image":
+        x = x.clone()
+        x[:, MOTION] = 0
+    return x
+
+
+def supervised_loss(net: FlowDepthNet, items, inputs: str):
+    """DIAGNOSTIC ONLY (exp 41): the scale-invariant log error (Eigen et al.) against the generator's depth, to
+    measure how far a net with these inputs could get at all. Never used for a shipped weight."""
+    x = net_input(torch.cat([it["x"].float() for it in items]), inputs)
+    gt = torch.from_numpy(np.concatenate([it["depth"] for it in items]).astype(np.float32))[:, None]
+    log_rho = F.interpolate(net(x), size=gt.shape[-2:], mode="bilinear", align_corners=False)
+    d = (-log_rho - gt.clamp_min(1e-3).log()).flatten(1)
+    loss = (d.pow(2).mean(1) - 0.85 * d.mean(1).pow(2)).mean()
+    return loss, {"silog": loss.item()}
+
+
+def loss_fn(net: FlowDepthNet, items, smooth: float, rho_dropout: float = 0.0, inputs: str = "all"):
+    x = net_input(torch.cat([it["x"].float() for it in items]), inputs)  # [N*5, 9, G, G]
     if rho_dropout > 0:  # frames whose closed-form rho is replaced by noise like a pan's (no translation, exp 40)
         hide = torch.rand(len(x)) < rho_dropout
         x[hide, 3], x[hide, 7] = 0.05 * torch.randn_like(x[hide, 3]), 0.05 * torch.randn_like(x[hide, 7])  # a pan's spread
@@ -166,17 +189,19 @@ def loss_fn(net: FlowDepthNet, items, smooth: float, rho_dropout: float = 0.0):
 
 
 @torch.no_grad()
-def evaluate(net: FlowDepthNet, items) -> dict:
+def evaluate(net: FlowDepthNet, items, inputs: str = "all") -> dict:
     net.eval()
-    rows = {"net": {}, "closed_form_true_cameras": {}, "closed_form_pred_cameras": {}, "constant": {}}
+    rows = {"net": {}, "true_depth_through_grid": {}, "closed_form_true_cameras": {}, "closed_form_pred_cameras": {}, "constant": {}}
     for it in items:
         x = it["x"].float()
-        rho = F.interpolate(net(x).exp(), size=(FLOW_SIZE, FLOW_SIZE), mode="bilinear", align_corners=False)[:, 0].numpy()
+        rho = F.interpolate(net(net_input(x, inputs)).exp(), size=(FLOW_SIZE, FLOW_SIZE), mode="bilinear", align_corners=False)[:, 0].numpy()
         up = lambda r: F.interpolate(torch.from_numpy(np.asarray(r, np.float32))[:, None], size=(FLOW_SIZE, FLOW_SIZE), mode="nearest")[:, 0].numpy()  # noqa: E731
         # the closed-form estimate under the predicted cameras: parallax-weighted mean of both neighbours' rho
         rp, wp = x[:, [3, 7]].numpy(), x[:, [4, 8]].numpy() ** 2
         pred_cf = up((rp * wp).sum(1) / np.maximum(wp.sum(1), 1e-12))
-        maps = {"net": 1 / rho, "closed_form_true_cameras": 1 / up(it["rho_true"]), "closed_form_pred_cameras": 1 / pred_cf,
+        # a ceiling: the true depth seen through the net's 32 x 32 grid (inverse depth averaged per cell, upsampled)
+        grid_gt = F.interpolate(F.avg_pool2d(torch.from_numpy(1 / np.maximum(it["depth"], 1e-3))[:, None], FLOW_SIZE // GRID), size=(FLOW_SIZE, FLOW_SIZE), mode="bilinear", align_corners=False)[:, 0].numpy()
+        maps = {"net": 1 / rho, "true_depth_through_grid": 1 / grid_gt, "closed_form_true_cameras": 1 / up(it["rho_true"]), "closed_form_pred_cameras": 1 / pred_cf,
                 "constant": np.ones_like(rho)}
         for name, d in maps.items():
             d = np.where(np.isfinite(d) & (d > 0), d, np.nan)
@@ -202,6 +227,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--smooth", type=float, default=1e-3)
     p.add_argument("--rho-dropout", type=float, default=0.0, help="share of training frames whose closed-form rho is replaced by noise (exp 40)")
+    p.add_argument("--inputs", choices=("all", "image"), default="all", help="image: the net sees the grey frame alone (exp 41-42)")
+    p.add_argument("--depth-labels", action="store_true", help="DIAGNOSTIC (exp 41): train on the generator's depth instead of photometric self-supervision")
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-seed", type=int, default=20_000, help="20000+: validation; 10000+: the stage-1 benchmark's clips")
@@ -223,13 +250,17 @@ def main() -> None:
         net.load_state_dict({k[len("net."):]: v for k, v in load_depth_head_weights(args.weights).items()})
     else:
         jobs = [(args.train_seed + k, args.frames) for k in range(args.train_clips)]
-        train = prepare(_train_one, jobs, args.cache / f"train_{args.train_seed}x{args.train_clips}_{args.frames}f.pt", args.workers)
+        train = prepare(_train_one, jobs, args.cache / f"train_{args.train_seed}x{args.train_clips}_{args.frames}f_d.pt", args.workers)
         print(f"data ready: {len(train)} train windows, {len(evals)} eval, {time.time() - t0:.0f} s", flush=True)
         opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.05)
         for step in range(1, args.steps + 1):
             net.train()
-            loss, parts = loss_fn(net, [train[int(k)] for k in rng.integers(0, len(train), args.batch)], args.smooth, args.rho_dropout)
+            batch = [train[int(k)] for k in rng.integers(0, len(train), args.batch)]
+            if args.depth_labels:
+                loss, parts = supervised_loss(net, batch, args.inputs)
+            else:
+                loss, parts = loss_fn(net, batch, args.smooth, args.rho_dropout, args.inputs)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -237,12 +268,12 @@ def main() -> None:
             if step % 100 == 0:
                 print(f"step {step} loss {loss.item():.4f} {parts} {time.time() - t0:.0f} s", flush=True)
             if step % args.eval_every == 0 or step == args.steps:
-                r = evaluate(net, evals)
+                r = evaluate(net, evals, args.inputs)
                 log.append({"step": step, "abs_rel": r["net"]["abs_rel"], "per_kind": r["net"]["per_kind"], "s": time.time() - t0})
                 print("eval", json.dumps(log[-1]), flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
         torch.save({f"net.{k}": v for k, v in net.state_dict().items()}, args.out / "flow_depth_head.pt")
-    r = evaluate(net, evals)
+    r = evaluate(net, evals, args.inputs)
     kinds = sorted(r["net"]["per_kind"])
     lines = [f"{args.eval_clips} held-out-split clips at seeds {args.eval_seed}+, frames 7-15 at gap 2 of 24, {FLOW_SIZE} px; cameras from "
              "the exp-38 flow head except where marked TRUE. Depth AbsRel median-scaled per frame, all pixels.", "",

@@ -6,7 +6,8 @@ CPU), evaluates both runs on the held-out clips with ``pensieve-eval`` (target-a
 Gaussian branches, against blending the context frames; pose metrics against the ground-truth cameras), exports the
 Gaussians with ``ns-export``, reconstructs one held-out clip with ``pensieve-reconstruct``, and prints where
 everything is. Before training it evaluates the shipped stage-1 model (``pretrained/stage1-prior32``) on the same
-held-out clips: that part needs no training.
+held-out clips, and ``pretrained/stage1-flow64`` (the same decoder at 64 px with the flow camera head): that part
+needs no training.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pensieve_ns.errors import PensieveInputError, exit_with_error
 PROG = "pensieve-demo"
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "stage1-prior32" / "config.yml"
 """The shipped stage-1 model (LEARNING.md exp 37; its camera head carries the labelled synthetic prior)."""
+SHIPPED_FLOW = SHIPPED.parents[1] / "stage1-flow64" / "config.yml"
+"""The same decoder at 64 px with the flow camera head (issue 5, exp 38 weights; the labelled synthetic prior)."""
 
 
 def ensure_data(out: Path, num_clips: int, frames: int, size: int) -> tuple[Path, Path]:
@@ -95,6 +98,7 @@ def main() -> None:
         train, held = ensure_data(args.out / "data", args.num_clips, args.frames, args.size)
         print(f"data: {train} and {held} ({time.perf_counter() - start:.0f} s)")
         shipped = evaluate(SHIPPED, held, args.out / "eval_shipped.json")["summary"]  # no training needed
+        shipped_flow = evaluate(SHIPPED_FLOW, held, args.out / "eval_shipped_flow64.json")["summary"]
         config1 = run_ns_train(1, train, held, args.out / "runs", args.steps)
         config2 = run_ns_train(2, train, held, args.out / "runs", args.stage2_steps, "--stage1-checkpoint", str(config1.parent))
         metrics = {"stage1": evaluate(config1, held, args.out / "eval_stage1.json"),
@@ -122,8 +126,12 @@ def main() -> None:
         f"{shipped['Racc@15']:.2f} (identity {shipped['identity_Racc@5']:.2f}/{shipped['identity_Racc@15']:.2f}), "
         f"pair angle {shipped['pred_pair_angle_mean']:.1f} / {shipped['true_pair_angle_mean']:.1f} deg, "
         f"focal error {shipped['focal_err']:.2f}\n"
+        f"  shipped {SHIPPED_FLOW.parent.name} (64 px, flow camera head, same labelled prior): LVSM PSNR "
+        f"{shipped_flow['psnr_lvsm']:.2f} dB (blend {shipped_flow['psnr_blend_context']:.2f}); Racc@5/15 "
+        f"{shipped_flow['Racc@5']:.2f}/{shipped_flow['Racc@15']:.2f}, focal error {shipped_flow['focal_err']:.2f}\n"
         f"  configs: {config1}\n           {config2}\n"
-        f"  evaluation: {args.out / 'eval_stage1.json'}, {args.out / 'eval_stage2.json'}, {args.out / 'eval_shipped.json'} (+ *_images/)\n"
+        f"  evaluation: {args.out / 'eval_stage1.json'}, {args.out / 'eval_stage2.json'}, {args.out / 'eval_shipped.json'}, "
+        f"{args.out / 'eval_shipped_flow64.json'} (+ *_images/)\n"
         f"  Gaussians of one held-out clip: {ply} (view: ns-viewer --load-config {config2})\n"
         f"  one held-out clip reconstructed (cameras, Gaussians, fly-through): {recon}\n"
         f"  total {time.perf_counter() - start:.0f} s."
