@@ -124,14 +124,15 @@ def load_run(config_path: Path, methods: Tuple[str, ...], program: str):
     """The model of a run from its ``config.yml`` and newest checkpoint, without its training data.
 
     Returns (model in eval mode on the CPU, the run's trainer config, the checkpoint). Refuses a missing config,
-    a run of a method not in ``methods`` (naming ``program``) and a run without a checkpoint."""
+    a run of a method not in ``methods`` or a preset of one (naming ``program``) and a run without a checkpoint."""
     import yaml
 
     if not config_path.is_file():
         raise PensieveInputError(config_path, "no such config (give a run's config.yml)")
     match = re.search(r"^method_name:\s*(\S+)", config_path.read_text(errors="replace"), re.MULTILINE)
     method = match.group(1) if match else None
-    if method not in methods:
+    # 'pensieve-stage2-flow64' is a pensieve-stage2 run of another preset (method_configs.stage2_config)
+    if method is None or not any(method == m or method.startswith(m + "-") for m in methods):
         raise PensieveInputError(config_path, f"a config of method '{method}'; {program} needs a {' or '.join(methods)} run")
     ckpt = resolve_checkpoint(config_path.parent)
     trainer_config = yaml.load(config_path.read_text(), Loader=yaml.Loader)

@@ -67,7 +67,7 @@ def stage1_config(preset: str = "tiny") -> PensieveTrainerConfig:
             ),
             model=PensieveModelConfig(
                 patch=m["patch"], camera_hidden=m["camera_hidden"], lpips_weight=m["lpips_weight"], **sizes,
-                **{k: m[k] for k in ("camera_head", "pair_grid", "pair_symmetric", "pair_chain") if k in m},
+                **{k: m[k] for k in ("camera_head", "pair_grid", "pair_symmetric", "pair_chain", "freeze_camera_head") if k in m},
             ),
         ),
         optimizers={
@@ -85,11 +85,12 @@ def stage1_config(preset: str = "tiny") -> PensieveTrainerConfig:
 
 def stage2_config(preset: str = "tiny") -> PensieveTrainerConfig:
     """Stage 1's model and data plus the Gaussian head, the splat renders and the depth losses; initialised from
-    a stage-1 checkpoint (``--stage1-checkpoint``) with a fresh optimizer and schedule."""
+    a stage-1 checkpoint (``--stage1-checkpoint``) with a fresh optimizer and schedule. Method name
+    ``pensieve-stage2``, or ``pensieve-stage2-PRESET`` for another preset than 'tiny'."""
     config = stage1_config(preset)
     p = load_preset(preset)
     s2 = p["stage2"]
-    config.method_name = "pensieve-stage2"
+    config.method_name = "pensieve-stage2" if preset == "tiny" else f"pensieve-stage2-{preset}"
     config.max_num_iterations = s2["max_num_iterations"]
     model = config.pipeline.model
     model.gaussians = True
@@ -115,4 +116,10 @@ pensieve_stage2 = MethodSpecification(
     config=stage2_config("tiny"),
     description="Pensieve stage 2: Gaussians and splatting on top of stage 1, depth projection loss "
     "(start from a stage-1 run with --stage1-checkpoint).",
+)
+
+pensieve_stage2_flow64 = MethodSpecification(
+    config=stage2_config("flow64"),
+    description="Pensieve stage 2 at 64 px from the shipped pretrained/stage1-flow64 (--stage1-checkpoint "
+    "pretrained/stage1-flow64): its flow camera head, pre-trained with the labelled synthetic prior, stays frozen.",
 )

@@ -88,3 +88,36 @@ def test_reconstruct_with_the_shipped_stage1_model_writes_cameras_that_beat_iden
     err = np.median(relative_pose_errors(pred, gt).rot_err)
     identity = np.median(relative_pose_errors(np.tile(np.eye(4), (len(gt), 1, 1)), gt).rot_err)
     assert err < 0.6 * identity, (err, identity)  # measured: 11.6 against 32.9 deg
+
+
+@pytest.mark.slow
+def test_stage2_flow64_starts_from_the_shipped_model_with_its_camera_head_frozen(tmp_path):
+    """``ns-train pensieve-stage2-flow64 --stage1-checkpoint pretrained/stage1-flow64``: the pre-trained flow camera
+    head is not trained (freeze_camera_head in configs/flow64.yaml), the decoder is, and the run is read back by
+    ``pensieve-eval`` and ``ns-export``."""
+    import torch
+
+    data = tmp_path / "data"
+    write_dataset(data, 2, 10, 64, seed=0, split="train")
+    bin_dir = Path(sys.executable).parent
+    run = subprocess.run(
+        [str(bin_dir / "ns-train"), "pensieve-stage2-flow64", "--data", str(data), "--output-dir", str(tmp_path / "out"),
+         "--machine.device-type", "cpu", "--viewer.quit-on-train-completion", "True", "--stage1-checkpoint",
+         str(SHIPPED_FLOW.parent), "--max-num-iterations", "2", "--pipeline.datamanager.batch-size", "2",
+         "--steps-per-eval-image", "2", "--steps-per-eval-all-images", "1000", "--logging.local-writer.enable", "False"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    config = next((tmp_path / "out").rglob("config.yml"))
+    trained = torch.load(sorted(config.parent.rglob("step-*.ckpt"))[-1], map_location="cpu")["pipeline"]
+    shipped = torch.load(next(SHIPPED_FLOW.parent.rglob("step-*.ckpt")), map_location="cpu")["pipeline"]
+    head = [k for k in shipped if k.startswith("_model.camera_head.")]
+    lvsm = [k for k in shipped if k.startswith("_model.lvsm.")]
+    assert head and all(torch.equal(trained[k], shipped[k]) for k in head)
+    assert not all(torch.equal(trained[k], shipped[k]) for k in lvsm)
+    assert any(k.startswith("_model.gaussian_head.") for k in trained)
+    s = _evaluate(config, data, tmp_path / "eval.json")
+    assert s["scenes"] == 2 and s["psnr_gs"] > 0
+    export = subprocess.run([str(bin_dir / "ns-export"), "gaussian-splat", "--load-config", str(config), "--output-dir",
+                             str(tmp_path / "export")], capture_output=True, text=True, timeout=600)
+    assert export.returncode == 0 and (tmp_path / "export" / "splat.ply").stat().st_size > 1000, export.stderr[-3000:]

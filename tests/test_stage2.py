@@ -105,6 +105,13 @@ def test_stage2_model_losses_reach_cameras_and_gaussians():
     grads = {n: p.grad for n, p in model.named_parameters()}
     for prefix in ("gaussian_head.", "camera_head.", "encoder.", "lvsm."):
         assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(prefix)), prefix
+    # A frozen camera head (freeze_camera_head) is left out of the optimizer and gets no gradient; the rest trains.
+    frozen = stage2_model(freeze_camera_head=True)
+    sum(frozen.get_loss_dict(frozen(batch), batch).values()).backward()
+    group = {id(p) for p in frozen.get_param_groups()["model"]}
+    for n, p in frozen.named_parameters():
+        assert (id(p) in group) != n.startswith("camera_head."), n
+        assert p.grad is None or not n.startswith("camera_head."), n
     # The depth projection loss decays linearly and is gone at its max step.
     model.step = 10
     assert "depth_projection" not in model.get_loss_dict(model(batch), batch)

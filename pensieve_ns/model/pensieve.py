@@ -57,6 +57,10 @@ class PensieveModelConfig(ModelConfig):
     """'pair_flow' reads the frames in temporal order (``frame_index``) and predicts each against its predecessor,
     composing the steps; False: every frame against frame 0, whose angles shrink with the span (LEARNING.md
     exp 34: pair angle 0.57 -> 0.70 of the truth, Racc@5 0.53 -> 0.58 with the same weights)."""
+    freeze_camera_head: bool = False
+    """Keep the camera head's weights as they are (not in the optimizer). For a 'pair_flow' or 'flow_pose' head
+    pre-trained with the labelled prior, whose cameras then depend on the images alone: self-supervised training
+    moves such cameras away from the truth (LEARNING.md exp 29), and the shipped models froze them (exps 35, 37)."""
     camera_hidden: int = 512
     camera_quaternion: Literal["spec", "residual"] = "spec"
     """'spec': the paper's head (w row all ones); 'residual': q = identity + output (see CameraHead)."""
@@ -143,6 +147,8 @@ class PensieveModel(SceneMixin, SplatfactoModel):
                 self.camera_head.load_state_dict(load_camera_head_weights(cfg.camera_head_weights, self.camera_head))
         else:
             self.camera_head = CameraHead(FEATURE_CHANNELS + 5, cfg.camera_hidden, cfg.camera_quaternion)
+        if cfg.freeze_camera_head:
+            self.camera_head.requires_grad_(False)
         self.lvsm = LVSMHead(cfg.lvsm_vit, cfg.patch, FEATURE_CHANNELS + 5, cfg.checkpointing)
         self.gaussian_head = (
             GaussianHead(FEATURE_CHANNELS + 5, cfg.gaussian_hidden, cfg.gaussian_stride, cfg.gaussian_footprint) if cfg.gaussians else None
@@ -164,7 +170,7 @@ class PensieveModel(SceneMixin, SplatfactoModel):
             self.lpips = load_lpips_vgg()
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
-        return {"model": [p for n, p in self.named_parameters() if not n.startswith("lpips.")]}
+        return {"model": [p for n, p in self.named_parameters() if not n.startswith("lpips.") and p.requires_grad]}
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         def set_step(step: int) -> None:
