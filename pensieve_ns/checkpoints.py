@@ -136,8 +136,9 @@ def load_run(config_path: Path, methods: Tuple[str, ...], program: str):
         raise PensieveInputError(config_path, f"a config of method '{method}'; {program} needs a {' or '.join(methods)} run")
     ckpt = resolve_checkpoint(config_path.parent)
     trainer_config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
-    # The checkpoint holds the trained camera head: its starting weights need not be on this machine any more.
+    # The checkpoint holds the trained camera and depth heads: their starting weights need not be here any more.
     trainer_config.pipeline.model.camera_head_weights = None
+    trainer_config.pipeline.model.depth_head_weights = None
     model = trainer_config.pipeline.model.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
     model.load_state_dict(load_model_state(ckpt), strict=False)
     return model.eval(), trainer_config, ckpt

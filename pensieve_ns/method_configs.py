@@ -98,6 +98,9 @@ def stage2_config(preset: str = "tiny") -> PensieveTrainerConfig:
                 "depth_projection_max_step", "depth_smooth_weight"):
         setattr(model, key, s2[key])
     model.gaussian_footprint = tuple(s2["gaussian_footprint"])
+    if "depth_head" in s2:  # flow64: the flow depth head, its weights given relative to the repository
+        model.depth_head, model.freeze_depth_head = s2["depth_head"], s2.get("freeze_depth_head", False)
+        model.depth_head_weights = PRESETS.parent / s2["depth_head_weights"] if s2.get("depth_head_weights") else None
     sampler = config.pipeline.datamanager.sampler
     sampler.gap_warmup_start, sampler.gap_warmup_steps = s2["gap_warmup_start"], s2["gap_warmup_steps"]
     t = p["train"]
@@ -121,5 +124,6 @@ pensieve_stage2 = MethodSpecification(
 pensieve_stage2_flow64 = MethodSpecification(
     config=stage2_config("flow64"),
     description="Pensieve stage 2 at 64 px from the shipped pretrained/stage1-flow64 (--stage1-checkpoint "
-    "pretrained/stage1-flow64): its flow camera head, pre-trained with the labelled synthetic prior, stays frozen.",
+    "pretrained/stage1-flow64): its flow camera head and the flow depth head, both pre-trained with the labelled "
+    "synthetic prior, stay frozen.",
 )

@@ -13,6 +13,7 @@ from pensieve_ns.data.synthetic import write_dataset
 
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "stage1-prior32" / "config.yml"
 SHIPPED_FLOW = SHIPPED.parents[1] / "stage1-flow64" / "config.yml"
+DEPTH_WEIGHTS = SHIPPED.parents[2] / "benchmarks/results/flow_depth_probe/exp40_flow_depth_net/flow_depth_head.pt"
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_reconstruct_with_the_shipped_stage1_model_writes_cameras_that_beat_iden
 @pytest.mark.slow
 def test_stage2_flow64_starts_from_the_shipped_model_with_its_camera_head_frozen(tmp_path):
     """``ns-train pensieve-stage2-flow64 --stage1-checkpoint pretrained/stage1-flow64``: the pre-trained flow camera
-    head is not trained (freeze_camera_head in configs/flow64.yaml), the decoder is, and the run is read back by
+    and depth heads are not trained (freeze_* in configs/flow64.yaml), the decoder is, and the run is read back by
     ``pensieve-eval`` and ``ns-export``."""
     import torch
 
@@ -114,6 +115,8 @@ def test_stage2_flow64_starts_from_the_shipped_model_with_its_camera_head_frozen
     head = [k for k in shipped if k.startswith("_model.camera_head.")]
     lvsm = [k for k in shipped if k.startswith("_model.lvsm.")]
     assert head and all(torch.equal(trained[k], shipped[k]) for k in head)
+    depth = torch.load(DEPTH_WEIGHTS, map_location="cpu")  # the flow depth head: pre-trained, frozen too
+    assert depth and all(torch.equal(trained[f"_model.depth_head.{k}"], v) for k, v in depth.items())
     assert not all(torch.equal(trained[k], shipped[k]) for k in lvsm)
     assert any(k.startswith("_model.gaussian_head.") for k in trained)
     s = _evaluate(config, data, tmp_path / "eval.json")

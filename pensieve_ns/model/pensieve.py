@@ -93,6 +93,8 @@ class PensieveModelConfig(ModelConfig):
     depth_head_weights: Optional[Path] = None
     """A ``FlowDepthHead`` state dict (``benchmarks/flow_depth_probe.py``): trained photometrically with the known
     cameras of generated clips, the LABELLED SYNTHETIC PRIOR (no depth labels)."""
+    freeze_depth_head: bool = False
+    """Keep the flow depth head's weights as they are (not in the optimizer), as stage 2 alignment exp 5 did."""
     gaussian_hidden: int = 512
     gaussian_stride: int = 1
     """One Gaussian per stride x stride context pixels (1 = per pixel, the paper; 2-4 keep the CPU renderer fast)."""
@@ -161,6 +163,8 @@ class PensieveModel(SceneMixin, SplatfactoModel):
             self.depth_head = FlowDepthHead()
             if cfg.depth_head_weights is not None:
                 self.depth_head.load_state_dict(load_depth_head_weights(cfg.depth_head_weights, self.depth_head))
+            if cfg.freeze_depth_head:
+                self.depth_head.requires_grad_(False)
         self.step = 0  # training iteration, for the depth projection loss's decay (set by a callback)
         self.init_scene_buffers()
         self.lpips = None
