@@ -25,14 +25,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pensieve_ns.checkpoints import load_camera_head_weights  # noqa: E402
+from pensieve_ns.checkpoints import load_camera_head_weights, load_model_state  # noqa: E402
 from pensieve_ns.method_configs import stage1_config  # noqa: E402
 
 
 def ship(state_path: Path, preset: str, out: Path, step: int, camera_head_weights: Optional[Path] = None) -> Path:
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    if "pipeline" in state:  # a nerfstudio checkpoint: the model's weights under '_model.'
-        state = {k[len("_model."):]: v for k, v in state["pipeline"].items() if k.startswith("_model.")}
+    if state_path.suffix == ".ckpt":  # a shipped run's nerfstudio checkpoint
+        state = load_model_state(state_path)
+    else:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
     if camera_head_weights is not None:
         state = {k: v for k, v in state.items() if not k.startswith("camera_head.")}
         state.update({f"camera_head.{k}": v for k, v in load_camera_head_weights(camera_head_weights).items()})

@@ -13,7 +13,6 @@ from pensieve_ns.data.synthetic import write_dataset
 
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "stage1-prior32" / "config.yml"
 SHIPPED_FLOW = SHIPPED.parents[1] / "stage1-flow64" / "config.yml"
-DEPTH_WEIGHTS = SHIPPED.parents[2] / "benchmarks/results/flow_depth_probe/exp40_flow_depth_net/flow_depth_head.pt"
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +114,10 @@ def test_stage2_flow64_starts_from_the_shipped_model_with_its_camera_head_frozen
     head = [k for k in shipped if k.startswith("_model.camera_head.")]
     lvsm = [k for k in shipped if k.startswith("_model.lvsm.")]
     assert head and all(torch.equal(trained[k], shipped[k]) for k in head)
-    depth = torch.load(DEPTH_WEIGHTS, map_location="cpu")  # the flow depth head: pre-trained, frozen too
+    from pensieve_ns.method_configs import stage2_config
+
+    # the flow depth head: the preset's pre-trained weights, frozen too
+    depth = torch.load(stage2_config("flow64").pipeline.model.depth_head_weights, map_location="cpu")
     assert depth and all(torch.equal(trained[f"_model.depth_head.{k}"], v) for k, v in depth.items())
     assert not all(torch.equal(trained[k], shipped[k]) for k in lvsm)
     assert any(k.startswith("_model.gaussian_head.") for k in trained)
