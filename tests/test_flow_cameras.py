@@ -332,3 +332,24 @@ def test_cli_reports_the_focal_recovery_and_the_flow_fallback_on_stderr(monkeypa
     assert "re-solved at 2 fixed focal lengths and kept 1.0x" in err
     assert "explained 50% of its observations; re-solved with the other flow start (55%) and kept the second" in err
     assert "WARNING: unreliable cameras: the cameras explain only 55 %" in err
+
+
+@pytest.mark.parametrize("update", [0.0, 0.3])
+def test_bundle_jacobian_matches_autograd(update):
+    """The bundle adjustment's analytic residuals and Jacobian equal torch autograd through the same camera model
+    (``reprojection_autograd``), at zero pose updates (every adjustment's start) and at large ones."""
+    from pensieve_ns.flow.bundle import reprojection, reprojection_autograd
+
+    rng = np.random.default_rng(3)
+    L, n = 5, 60
+    poses = rng.normal(0, update, (L, 6))
+    R0 = np.stack([cv2.Rodrigues(v)[0] for v in rng.normal(0, 0.1, (L, 3))])
+    c0 = rng.normal(0, 0.3, (L, 3))
+    I = rng.integers(0, L, n)
+    J = (I + rng.integers(1, L, n)) % L  # never the same frame
+    pix, target, centre = rng.uniform(0, 64, (n, 2)), rng.uniform(0, 64, (n, 2)), np.array([32.0, 32.0])
+    log_f, log_d = np.log(60.0), np.log(rng.uniform(2, 4, n))
+    r, jac = reprojection(poses, log_f, log_d, R0, c0, I, J, pix, target, centre, jacobian=True)
+    r_ref, jac_ref = reprojection_autograd(poses, log_f, log_d, R0, c0, I, J, pix, target, centre)
+    assert np.allclose(r, r_ref, atol=1e-10)
+    assert np.allclose(jac, jac_ref, rtol=1e-6, atol=1e-8)

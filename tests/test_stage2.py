@@ -148,17 +148,27 @@ def test_stage2_refuses_bad_stage1_checkpoints(synth_dir, stage1_run, tmp_path):
         return run.stderr.strip().splitlines()[-1]
 
     assert "starts from a stage-1 run" in refused(None)
-    assert "checkpoint not found" in refused(tmp_path / "nowhere")
     # Another preset: stage 1 at width 32, stage 2 at width 48.
     assert "another preset" in refused(stage1_run, "--pipeline.model.frame-vit.dim", 48)
+    # The other refusals come from the same loader, before it touches the model: checked in this process (each
+    # ns-train start costs about 13 s of imports on 2 cores).
+    from pensieve_ns.checkpoints import load_stage1_weights
+    from pensieve_ns.errors import PensieveInputError
+
+    def refused_here(path):
+        with pytest.raises(PensieveInputError) as err:
+            load_stage1_weights(torch.nn.Linear(1, 1), path)
+        return str(err.value)
+
+    assert "checkpoint not found" in refused_here(tmp_path / "nowhere")
     # Another method: same checkpoint, but the run says splatfacto.
     other = tmp_path / "splatfacto_run"
     (other / "nerfstudio_models").mkdir(parents=True)
     ckpt = sorted((stage1_run / "nerfstudio_models").glob("*.ckpt"))[-1]
     (other / "nerfstudio_models" / ckpt.name).write_bytes(ckpt.read_bytes())
     (other / "config.yml").write_text("method_name: splatfacto\n")
-    assert "method 'splatfacto'" in refused(other)
+    assert "method 'splatfacto'" in refused_here(other)
     # A file that is not a checkpoint.
     bad = tmp_path / "step-000000001.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    assert "cannot read the checkpoint" in refused(bad)
+    assert "cannot read the checkpoint" in refused_here(bad)

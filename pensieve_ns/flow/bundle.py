@@ -10,9 +10,95 @@ from __future__ import annotations
 from typing import List
 
 import numpy as np
-import torch
 
-from pensieve_ns.cameras import axis_angle_to_matrix
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    """[N, 3] -> cross-product matrices [N, 3, 3]: skew(v) @ u = v x u."""
+    z = np.zeros(len(v))
+    return np.stack([z, -v[:, 2], v[:, 1], v[:, 2], z, -v[:, 0], -v[:, 1], v[:, 0], z], 1).reshape(-1, 3, 3)
+
+
+def rotation_and_right_jacobian(w: np.ndarray):
+    """Axis-angle [N, 3] -> (R = exp(skew(w)) [N, 3, 3], right Jacobian Jr(w) [N, 3, 3]), so that
+    exp(skew(w + d)) ~ R exp(skew(Jr d)) for a small d. Taylor forms below 1e-4 rad (``cameras.axis_angle_to_matrix``
+    switches at the same angle)."""
+    t2 = (w * w).sum(1)[:, None, None]
+    small = t2 < 1e-8
+    t = np.sqrt(np.where(small, 1.0, t2))
+    a = np.where(small, 1 - t2 / 6, np.sin(t) / t)  # sin t / t
+    b = np.where(small, 0.5 - t2 / 24, (1 - np.cos(t)) / t**2)  # (1 - cos t) / t^2
+    c = np.where(small, 1 / 6 - t2 / 120, (t - np.sin(t)) / t**3)  # (t - sin t) / t^3
+    S = _skew(w)
+    S2 = S @ S
+    eye = np.eye(3)
+    return eye + a * S + b * S2, eye - b * S + c * S2
+
+
+def reprojection(poses, log_f, log_d, R0, c0, I, J, pix, target, centre, jacobian: bool = False):
+    """Reprojection residuals of N observations, and optionally their Jacobian (bundle adjustment's model).
+
+    Observation n: a sample at pixel pix[n] [2] of frame I[n], at depth exp(log_d[n]) along its ray (z = 1, focal
+    exp(log_f), principal point centre [2]), is seen by frame J[n]; its residual [2] is where it lands minus
+    target[n], in pixels. Cameras are OpenCV c2w: frame k's rotation is exp(skew(poses[k, :3])) @ R0[k] and its
+    centre c0[k] + poses[k, 3:], with poses [L, 6] the updates and R0 [L, 3, 3], c0 [L, 3] fixed. The z-depth in
+    frame J[n] is clamped at 1e-3 and the residual at +-1e4 px, where the Jacobian is zero as for any clamp.
+    Returns residuals [N, 2]; with jacobian, also d residual / d [poses[I] (6), poses[J] (6), log_f, log_d]
+    [N, 2, 14]. Rotations are per frame, so the per-observation work is vector arithmetic."""
+    E, Jr = rotation_and_right_jacobian(poses[:, :3])
+    R = E @ R0  # frame rotations [L, 3, 3]
+    f, d = np.exp(log_f), np.exp(log_d)
+    ray = np.concatenate([(pix - centre) / f, np.ones((len(pix), 1))], 1) * d[:, None]
+    a = (R[I] * ray[:, None, :]).sum(-1)  # camera I's centre to the point, world axes
+    v = a + (c0 + poses[:, 3:])[I] - (c0 + poses[:, 3:])[J]  # camera J's centre to the point
+    Xj = (R[J] * v[:, :, None]).sum(1)
+    zc = np.maximum(Xj[:, 2], 1e-3)
+    raw = f * Xj[:, :2] / zc[:, None] + centre - target
+    r = np.clip(raw, -1e4, 1e4)
+    if not jacobian:
+        return r
+    n = len(pix)
+    P = np.zeros((n, 2, 3))  # d residual / d Xj
+    P[:, 0, 0] = P[:, 1, 1] = f / zc
+    P[:, :, 2] = np.where(Xj[:, 2] >= 1e-3, 1.0, 0.0)[:, None] * -f * Xj[:, :2] / zc[:, None] ** 2
+    PM = P @ np.transpose(R, (0, 2, 1))[J]  # d residual / d X (world point) = P R_J^T
+    EJr = E @ Jr  # d (E u) / d w = -E skew(u) Jr(w) = -skew(E u) E Jr(w)
+    out = np.empty((n, 2, 14))
+    # m^T skew(y) = (m x y)^T, row by row
+    out[:, :, 0:3] = -np.cross(PM, a[:, None]) @ EJr[I]
+    out[:, :, 3:6] = PM
+    # d (E_J^T v) / d w_J = skew(E_J^T v) Jr(w_J), and R0_J^T skew(y) = skew(R0_J^T y) R0_J^T
+    out[:, :, 6:9] = np.cross(P, Xj[:, None]) @ (np.transpose(R0, (0, 2, 1)) @ Jr)[J]
+    out[:, :, 9:12] = -PM
+    dray = np.concatenate([-(pix - centre) / f, np.zeros((n, 1))], 1) * d[:, None]  # d (ray d) / d log_f
+    out[:, :, 12] = f * Xj[:, :2] / zc[:, None] + (PM * (R[I] * dray[:, None, :]).sum(-1)[:, None, :]).sum(-1)
+    out[:, :, 13] = (PM * a[:, None, :]).sum(-1)
+    out *= (np.abs(raw) <= 1e4)[:, :, None]
+    return r, out
+
+def reprojection_autograd(poses, log_f, log_d, R0, c0, I, J, pix, target, centre):
+    """``reprojection``'s residuals [N, 2] and Jacobian [N, 2, 14] by torch autograd (``torch.func``) through
+    ``cameras.axis_angle_to_matrix``: the reference the analytic Jacobian is tested against, and the way the
+    adjustment computed it before (``benchmarks/bundle_jacobian_timing.py`` times both)."""
+    import torch
+    from torch.func import jacrev, vmap
+
+    from pensieve_ns.cameras import axis_angle_to_matrix
+
+    cen = torch.from_numpy(np.asarray(centre, np.float64))
+
+    def one(pi, pj, lf, ld, p, tgt, Ri, Rj, ci, cj):
+        ray = torch.cat([(p - cen) / lf.exp(), torch.ones(1, dtype=p.dtype)])
+        X = axis_angle_to_matrix(pi[:3]) @ Ri @ (ray * ld.exp()) + ci + pi[3:]
+        Xj = (axis_angle_to_matrix(pj[:3]) @ Rj).T @ (X - cj - pj[3:])
+        return (lf.exp() * Xj[:2] / Xj[2].clamp_min(1e-3) + cen - tgt).clamp(-1e4, 1e4)
+
+    T = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float64))  # noqa: E731
+    args = (T(poses[I]), T(poses[J]), torch.full((len(I),), float(log_f), dtype=torch.float64), T(log_d), T(pix),
+            T(target), T(R0[I]), T(R0[J]), T(c0[I]), T(c0[J]))
+    with torch.no_grad():
+        r = vmap(one)(*args)
+    Jpi, Jpj, Jf, Jd = vmap(jacrev(one, argnums=(0, 1, 2, 3)))(*args)
+    return r.numpy(), torch.cat([Jpi, Jpj, Jf[..., None], Jd[..., None]], -1).numpy()
 
 
 def _rays(pts: np.ndarray, focal: float, W: int, H: int) -> np.ndarray:
@@ -126,10 +212,9 @@ class FlowBundle:
         steps. Poses of registered frames with free[i] move (frame 0 never), the focal length if optimise_focal,
         and the depths involved always. Unlike first-order methods (L-BFGS, tried first) it follows the long,
         narrow valleys where rotation trades against translation and depth: from ground truth rotated by 3 deg per
-        frame, L-BFGS ended at 3.9 deg per adjacent pair, this at 0.6. Jacobians per observation come from
-        torch.func. Returns (c2w, depth, focal, median residual norm in pixels)."""
+        frame, L-BFGS ended at 3.9 deg per adjacent pair, this at 0.6. Jacobians per observation are analytic
+        (``reprojection``). Returns (c2w, depth, focal, median residual norm in pixels)."""
         import scipy.sparse as sp
-        from torch.func import jacrev, vmap
 
         L = self.L
         registered = np.isfinite(c2w[:, 0, 0])
@@ -141,42 +226,35 @@ class FlowBundle:
         slot = np.full(len(depth), -1)
         slot[used] = np.arange(len(used))
         Sl = slot[self.S[active]]
-        T = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-        pix, target = T(self.pix[used][Sl]), T(self.target[active])
         R0 = np.where(registered[:, None, None], c2w[:, :3, :3], np.eye(3))
         c0 = np.where(registered[:, None], c2w[:, :3, 3], 0.0)
-        R0i, R0j, c0i, c0j = T(R0[I]), T(R0[J]), T(c0[I]), T(c0[J])
-        centre = torch.tensor([self.W / 2, self.H / 2], dtype=torch.float64)
+        fixed = (R0, c0, I, J, self.pix[used][Sl], self.target[active], np.array([self.W / 2, self.H / 2]))
         nP = 6 * L  # per frame [rotation update (3), centre update (3)]; frame 0's columns are dropped
 
-        def one(pi, pj, log_f, log_d, p, tgt, Ri, Rj, ci, cj):
-            f = log_f.exp()
-            ray = torch.cat([(p - centre) / f, torch.ones(1, dtype=p.dtype)])
-            X = axis_angle_to_matrix(pi[:3]) @ Ri @ (ray * log_d.exp()) + ci + pi[3:]
-            Xj = (axis_angle_to_matrix(pj[:3]) @ Rj).T @ (X - cj - pj[3:])
-            return (f * Xj[:2] / Xj[2].clamp_min(1e-3) + centre - tgt).clamp(-1e4, 1e4)
-
         def split(x):
-            poses = T(x[:nP].reshape(L, 6))
-            return poses, torch.tensor(x[nP]), T(x[nP + 1 :])
+            return x[:nP].reshape(L, 6), x[nP], x[nP + 1 :]
 
         def fun(x):
             poses, log_f, log_d = split(x)
-            with torch.no_grad():
-                r = vmap(one)(poses[I], poses[J], log_f.expand(len(I)), log_d[Sl], pix, target, R0i, R0j, c0i, c0j)
-            return r.reshape(-1).numpy()
+            return reprojection(poses, log_f, log_d[Sl], *fixed).reshape(-1)
 
-        jac_one = vmap(jacrev(one, argnums=(0, 1, 2, 3)))
-        rows = np.repeat(np.arange(2 * len(I)), 14)
+        # Each residual row involves the poses of frames I and J, the focal length, and ONE depth: the depths'
+        # block of the normal equations is diagonal, summed per depth through a one-hot matrix [depths, rows].
+        n_rows = 2 * len(I)
+        row_of = np.arange(n_rows)[:, None]
+        cols_i, cols_j = 6 * np.repeat(I, 2)[:, None] + np.arange(6), 6 * np.repeat(J, 2)[:, None] + np.arange(6)
+        per_depth = sp.csr_matrix((np.ones(n_rows), (np.repeat(Sl, 2), np.arange(n_rows))), shape=(len(used), n_rows))
 
-        def jac(x):
+        def linearise(x):
+            """Residuals [rows], Jacobian of the camera unknowns [rows, nP + 1] and of each row's depth [rows]."""
             poses, log_f, log_d = split(x)
-            Jpi, Jpj, Jf, Jd = jac_one(poses[I], poses[J], log_f.expand(len(I)), log_d[Sl], pix, target, R0i, R0j, c0i, c0j)
-            vals = torch.cat([Jpi, Jpj, Jf[..., None], Jd[..., None]], -1).reshape(-1).numpy()  # [2N * 14]
-            cols = np.concatenate([6 * I[:, None] + np.arange(6), 6 * J[:, None] + np.arange(6),
-                                   np.full((len(I), 1), nP), nP + 1 + Sl[:, None]], 1)  # [N, 14]
-            cols = np.repeat(cols, 2, 0).reshape(-1)
-            return sp.csr_matrix((vals, (rows, cols)), shape=(2 * len(I), len(x)))
+            r, jac = reprojection(poses, log_f, log_d[Sl], *fixed, jacobian=True)
+            jac = jac.reshape(n_rows, 14)
+            Jc = np.zeros((n_rows, nP + 1))
+            Jc[row_of, cols_i] = jac[:, 0:6]
+            Jc[row_of, cols_j] = jac[:, 6:12]  # I != J for every observation
+            Jc[:, nP] = jac[:, 12]
+            return r.reshape(-1), Jc, jac[:, 13]
 
         x = np.concatenate([np.zeros(nP), [np.log(focal)], np.log(depth[used])])
         movable = np.append(np.repeat(free & registered & (np.arange(L) > 0), 6), optimise_focal)
@@ -185,14 +263,13 @@ class FlowBundle:
         cost = float(np.log1p(r**2).sum())
         lam = 1e-3
         for _ in range(iterations):
-            Jm = jac(x)
+            r, Jc, jz = linearise(x)
             w = 1.0 / (1.0 + r**2)  # IRLS weights of the Cauchy loss log(1 + r^2)
-            Jp, Jz = Jm[:, pose_cols], Jm[:, nP + 1 :]
-            WJp = Jp.multiply(w[:, None]).tocsr()
-            A = (Jp.T @ WJp).toarray()
-            B = (WJp.T @ Jz).toarray()  # [poses, depths]
-            C = np.asarray(Jz.multiply(Jz).multiply(w[:, None]).sum(0)).ravel()
-            gp, gz = Jp.T @ (w * r), Jz.T @ (w * r)
+            Jp = Jc[:, pose_cols]
+            A = Jp.T @ (Jp * w[:, None])
+            B = (per_depth @ (Jp * (w * jz)[:, None])).T  # [poses, depths]
+            C = per_depth @ (w * jz**2)
+            gp, gz = Jp.T @ (w * r), per_depth @ (w * jz * r)
             improved = False
             for _ in range(20):  # Levenberg-Marquardt: raise the damping until the step lowers the cost
                 Ad = A + lam * np.diag(np.diag(A) + 1e-9)
@@ -214,8 +291,8 @@ class FlowBundle:
                 break
         poses, log_f, log_d = split(x)
         out = c2w.copy()
-        R = (axis_angle_to_matrix(poses[:, :3]).numpy() @ R0)
-        out[registered, :3, :3], out[registered, :3, 3] = R[registered], (c0 + poses[:, 3:].numpy())[registered]
+        R = rotation_and_right_jacobian(poses[:, :3])[0] @ R0
+        out[registered, :3, :3], out[registered, :3, 3] = R[registered], (c0 + poses[:, 3:])[registered]
         depth = depth.copy()
         depth[used] = np.exp(x[nP + 1 :])
         err = float(np.median(np.linalg.norm(r.reshape(-1, 2), axis=1))) if len(r) else float("nan")
