@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Optional
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from pensieve_ns.checkpoints import load_camera_head_weights, load_depth_head_we
 from pensieve_ns.data.synthetic import generate_clip  # noqa: E402
 from pensieve_ns.eval.metrics import depth_abs_rel  # noqa: E402
 from pensieve_ns.losses import warp_frames  # noqa: E402
-from pensieve_ns.model.flow_depth import FlowDepthNet, depth_input, flow_inverse_depth  # noqa: E402
+from pensieve_ns.model.flow_depth import FlowDepthNet, depth_input, flow_inverse_depth, neighbour_disagreement  # noqa: E402
 from pensieve_ns.model.flow_pose import FLOW_SIZE, GRID, FlowCameraHead, temporal_flows  # noqa: E402
 
 CAMERA_WEIGHTS = Path(__file__).resolve().parent / "results/flow_pose_probe/exp38_flow_pose_net/flow_camera_head.pt"
@@ -189,9 +190,9 @@ def loss_fn(net: FlowDepthNet, items, smooth: float, rho_dropout: float = 0.0, i
 
 
 @torch.no_grad()
-def evaluate(net: FlowDepthNet, items, inputs: str = "all") -> dict:
+def evaluate(net: FlowDepthNet, items, inputs: str = "all", unmeasured_threshold: Optional[float] = None) -> dict:
     net.eval()
-    rows = {"net": {}, "true_depth_through_grid": {}, "closed_form_true_cameras": {}, "closed_form_pred_cameras": {}, "constant": {}}
+    rows = {"net": {}, "net_gated": {}, "true_depth_through_grid": {}, "closed_form_true_cameras": {}, "closed_form_pred_cameras": {}, "constant": {}}
     for it in items:
         x = it["x"].float()
         rho = F.interpolate(net(net_input(x, inputs)).exp(), size=(FLOW_SIZE, FLOW_SIZE), mode="bilinear", align_corners=False)[:, 0].numpy()
@@ -203,6 +204,10 @@ def evaluate(net: FlowDepthNet, items, inputs: str = "all") -> dict:
         grid_gt = F.interpolate(F.avg_pool2d(torch.from_numpy(1 / np.maximum(it["depth"], 1e-3))[:, None], FLOW_SIZE // GRID), size=(FLOW_SIZE, FLOW_SIZE), mode="bilinear", align_corners=False)[:, 0].numpy()
         maps = {"net": 1 / rho, "true_depth_through_grid": 1 / grid_gt, "closed_form_true_cameras": 1 / up(it["rho_true"]), "closed_form_pred_cameras": 1 / pred_cf,
                 "constant": np.ones_like(rho)}
+        # exp 42: the head's gate, on the same inputs (a window whose flow measures no depth gets a constant)
+        gated = unmeasured_threshold is not None and neighbour_disagreement(x) > unmeasured_threshold
+        maps["net_gated"] = np.full_like(rho, float(np.median(1 / rho))) if gated else 1 / rho
+        rows.setdefault("share_of_windows_gated", {}).setdefault(it["kind"], []).append((float(gated), 1.0))
         for name, d in maps.items():
             d = np.where(np.isfinite(d) & (d > 0), d, np.nan)
             e = [depth_abs_rel(np.nan_to_num(d[i], nan=-1.0), it["depth"][i]) for i in range(len(d))]
@@ -230,6 +235,8 @@ def main() -> None:
     p.add_argument("--inputs", choices=("all", "image"), default="all", help="image: the net sees the grey frame alone (exp 41-42)")
     p.add_argument("--depth-labels", action="store_true", help="DIAGNOSTIC (exp 41): train on the generator's depth instead of photometric self-supervision")
     p.add_argument("--width", type=int, default=32)
+    p.add_argument("--unmeasured-threshold", type=float, default=None,
+                   help="exp 42: also report the net with the head's gate (constant depth where the flow measures none)")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-seed", type=int, default=20_000, help="20000+: validation; 10000+: the stage-1 benchmark's clips")
     p.add_argument("--eval-clips", type=int, default=48)
@@ -273,7 +280,7 @@ def main() -> None:
                 print("eval", json.dumps(log[-1]), flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
         torch.save({f"net.{k}": v for k, v in net.state_dict().items()}, args.out / "flow_depth_head.pt")
-    r = evaluate(net, evals, args.inputs)
+    r = evaluate(net, evals, args.inputs, args.unmeasured_threshold)
     kinds = sorted(r["net"]["per_kind"])
     lines = [f"{args.eval_clips} held-out-split clips at seeds {args.eval_seed}+, frames 7-15 at gap 2 of 24, {FLOW_SIZE} px; cameras from "
              "the exp-38 flow head except where marked TRUE. Depth AbsRel median-scaled per frame, all pixels.", "",

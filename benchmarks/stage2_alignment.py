@@ -63,6 +63,7 @@ def make_model(args, gaussians: bool) -> PensieveModel:
         depth_projection_max_step=args.depth_decay_steps, depth_smooth_weight=1e-3, renderer="torch",
         camera_head=args.camera_head, pair_symmetric=True, pair_chain=True, camera_head_weights=args.camera_head_weights,
         depth_head=args.depth_head, depth_head_weights=args.depth_head_weights,
+        depth_unmeasured_threshold=args.depth_unmeasured_threshold,
     )
     return cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
 
@@ -171,6 +172,8 @@ def main() -> None:
                     help="'flow': stage 2's Gaussian depth from FlowDepthHead (needs --camera-head flow_pose)")
     ap.add_argument("--depth-head-weights", type=Path, default=None, help="FlowDepthHead weights (flow_depth_probe.py; the LABELLED PRIOR)")
     ap.add_argument("--freeze-depth-head", action="store_true", help="stage 2 keeps the flow depth head as it is")
+    ap.add_argument("--depth-unmeasured-threshold", type=float, default=None,
+                    help="flow depth head: constant depth for windows whose flow measures none (exp 42)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/stage2_alignment")
     args = ap.parse_args()

@@ -104,3 +104,31 @@ def test_flow_depth_becomes_the_gaussian_depth_in_the_model(orbit):
     losses = model.get_loss_dict(out, batch)
     sum(losses.values()).backward()
     assert model.depth_head.net.out.weight.grad.abs().sum() > 0
+
+
+def test_unmeasured_windows_get_one_constant_depth(orbit):
+    """``neighbour_disagreement``: 0 where both neighbours' closed-form inverse depths agree, 2 where they are
+    opposite; a real orbit under its true cameras measures depth (below exp 42's 0.6). A window above the head's
+    threshold gets one depth everywhere, the median of the net's; below it the net's map is kept."""
+    from pensieve_ns.model.flow_depth import neighbour_disagreement
+
+    x = torch.rand(5, 9, GRID, GRID) + 0.1
+    x[:, 7] = x[:, 3]
+    assert neighbour_disagreement(x) == 0.0
+    x[:, 7] = -x[:, 3]
+    assert neighbour_disagreement(x) == pytest.approx(2.0)
+    assert neighbour_disagreement(x[:2]) == float("inf")  # no frame has two neighbours
+
+    clip, images = orbit
+    c2w, K = torch.from_numpy(clip.c2w_opencv).float()[None], torch.from_numpy(clip.K).float().expand(1, 3, 3, 3)
+    torch.manual_seed(0)
+    head = FlowDepthHead(width=8)
+    with torch.no_grad():
+        head.net.out.weight.normal_(0, 0.05)
+    free = head(images, c2w, K)
+    assert free.std() > 0
+    head.unmeasured_threshold = 0.6
+    assert torch.equal(head(images, c2w, K), free)  # the orbit's flow measures depth: not gated
+    head.unmeasured_threshold = -1.0  # every window counts as unmeasured
+    flat = head(images, c2w, K)
+    assert flat.std() < 1e-5 * flat.mean() and torch.allclose(flat.median(), free.median(), rtol=0.05)

@@ -70,6 +70,19 @@ def depth_input(
     return torch.cat(parts)
 
 
+def neighbour_disagreement(x: Float[Tensor, "L 9 G G"]) -> float:
+    """How little a window's flow measures depth, from the net's own inputs (exp 42): over the frames with both
+    temporal neighbours, the median |rho_prev - rho_next| over the median |rho|. Where the camera translates, the
+    two neighbours' closed-form inverse depths measure one depth map and agree (validation: arcs and orbits 0.03-0.33
+    but for one arc at 0.67, walks 0.14-0.55 but for one at 0.94); in a pan neither measures anything, and they
+    disagree (0.67-1.87). inf for a window with no frame between two neighbours."""
+    inner = x[1:-1]
+    if len(inner) == 0:
+        return float("inf")
+    a, b = inner[:, 3].flatten().float(), inner[:, 7].flatten().float()
+    return float((a - b).abs().median() / torch.cat([a, b]).abs().median().clamp_min(1e-9))
+
+
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1), nn.GELU())
 
@@ -105,9 +118,12 @@ class FlowDepthHead(nn.Module):
     whose unit steps set the scale). Frames are read in temporal order (``frame_index``); each against its two
     temporal neighbours in the batch."""
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, unmeasured_threshold: Optional[float] = None):
         super().__init__()
         self.net = FlowDepthNet(width)
+        self.unmeasured_threshold = unmeasured_threshold
+        """Windows whose ``neighbour_disagreement`` exceeds this (flow that measures no depth: pans) get one constant
+        depth, the median of the net's over the window, instead of the net's map (exp 42). None: never."""
 
     def forward(
         self,
@@ -126,15 +142,21 @@ class FlowDepthHead(nn.Module):
         if flows is None:
             flows = temporal_flows(images, frame_index)
         s = min(H, W)
-        inputs = []
+        inputs, unmeasured = [], []
         for b, (clip, grey) in enumerate(flows):
             order = frame_index[b].argsort()
             c2w = c2w_opencv[b, order].detach().double().cpu()
             focal = float(K[b, 0, 0, 0].detach()) * FLOW_SIZE / s
             x = torch.stack([depth_input(clip, grey, c2w, focal, i) for i in range(L)])
+            unmeasured.append(self.unmeasured_threshold is not None and neighbour_disagreement(x) > self.unmeasured_threshold)
             inputs.append(torch.empty_like(x).index_copy_(0, order.cpu(), x))
         param = next(self.parameters())
         log_rho = self.net(torch.cat(inputs).to(param))
+        if any(unmeasured):  # a fronto-parallel plane at the net's median depth: the scale stays the cameras'
+            log_rho = log_rho.view(B, L, 1, GRID, GRID)
+            flat = log_rho.flatten(1).median(1).values.view(B, 1, 1, 1, 1).expand_as(log_rho)
+            gate = torch.tensor(unmeasured, device=log_rho.device).view(B, 1, 1, 1, 1)
+            log_rho = torch.where(gate, flat, log_rho).view(B * L, 1, GRID, GRID)
         rho = F.interpolate(log_rho.exp(), size=(s, s), mode="bilinear", align_corners=False)
         top, left = (H - s) // 2, (W - s) // 2
         rho = F.pad(rho, (left, W - s - left, top, H - s - top), mode="replicate")

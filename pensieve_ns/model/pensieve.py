@@ -95,6 +95,9 @@ class PensieveModelConfig(ModelConfig):
     cameras of generated clips, the LABELLED SYNTHETIC PRIOR (no depth labels)."""
     freeze_depth_head: bool = False
     """Keep the flow depth head's weights as they are (not in the optimizer), as stage 2 alignment exp 5 did."""
+    depth_unmeasured_threshold: Optional[float] = None
+    """depth_head='flow': windows whose flow measures no depth (pans; ``flow_depth.neighbour_disagreement`` above
+    this) get one constant depth instead of the net's map (LEARNING.md exp 42). None: never."""
     gaussian_hidden: int = 512
     gaussian_stride: int = 1
     """One Gaussian per stride x stride context pixels (1 = per pixel, the paper; 2-4 keep the CPU renderer fast)."""
@@ -160,7 +163,7 @@ class PensieveModel(SceneMixin, SplatfactoModel):
             if cfg.camera_head != "flow_pose" or cfg.camera_source != "predicted":
                 raise ValueError("depth_head='flow' reads the flow camera head's cameras: set camera_head='flow_pose' "
                                  "(and camera_source='predicted')")
-            self.depth_head = FlowDepthHead()
+            self.depth_head = FlowDepthHead(unmeasured_threshold=cfg.depth_unmeasured_threshold)
             if cfg.depth_head_weights is not None:
                 self.depth_head.load_state_dict(load_depth_head_weights(cfg.depth_head_weights, self.depth_head))
             if cfg.freeze_depth_head:
