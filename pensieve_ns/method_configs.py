@@ -101,6 +101,7 @@ def stage2_config(preset: str = "tiny") -> PensieveTrainerConfig:
     if "depth_head" in s2:  # flow64: the flow depth head, its weights given relative to the repository
         model.depth_head, model.freeze_depth_head = s2["depth_head"], s2.get("freeze_depth_head", False)
         model.depth_head_weights = PRESETS.parent / s2["depth_head_weights"] if s2.get("depth_head_weights") else None
+        model.depth_unmeasured_threshold = s2.get("depth_unmeasured_threshold")
     sampler = config.pipeline.datamanager.sampler
     sampler.gap_warmup_start, sampler.gap_warmup_steps = s2["gap_warmup_start"], s2["gap_warmup_steps"]
     t = p["train"]

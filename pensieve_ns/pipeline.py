@@ -48,6 +48,10 @@ class PensievePipeline(VanillaPipeline):
         local_rank: int = 0,
         grad_scaler: Optional[GradScaler] = None,
     ):
+        if test_mode != "val":  # nerfstudio's eval_setup (ns-export, ns-viewer, ns-eval): a checkpoint follows, and
+            # it holds the trained heads, so their starting weights need not exist here (as in checkpoints.load_run)
+            config.model.camera_head_weights = None
+            config.model.depth_head_weights = None
         try:
             check_preset(config)
             # world_size=1 here: nerfstudio's own DDP wrap hard-codes GPU device ids; wrapped below instead.

@@ -75,6 +75,7 @@ def reprojection(poses, log_f, log_d, R0, c0, I, J, pix, target, centre, jacobia
     out *= (np.abs(raw) <= 1e4)[:, :, None]
     return r, out
 
+
 def reprojection_autograd(poses, log_f, log_d, R0, c0, I, J, pix, target, centre):
     """``reprojection``'s residuals [N, 2] and Jacobian [N, 2, 14] by torch autograd (``torch.func``) through
     ``cameras.axis_angle_to_matrix``: the reference the analytic Jacobian is tested against, and the way the
@@ -238,23 +239,22 @@ class FlowBundle:
             poses, log_f, log_d = split(x)
             return reprojection(poses, log_f, log_d[Sl], *fixed).reshape(-1)
 
-        # Each residual row involves the poses of frames I and J, the focal length, and ONE depth: the depths'
-        # block of the normal equations is diagonal, summed per depth through a one-hot matrix [depths, rows].
+        # Each residual row involves 13 camera unknowns (the poses of frames I and J, the focal length) and ONE
+        # depth, so the Jacobian is sparse with a fixed pattern: built once, its values replaced at each step. The
+        # depths' block of the normal equations is diagonal, summed per depth through a one-hot matrix.
         n_rows = 2 * len(I)
-        row_of = np.arange(n_rows)[:, None]
-        cols_i, cols_j = 6 * np.repeat(I, 2)[:, None] + np.arange(6), 6 * np.repeat(J, 2)[:, None] + np.arange(6)
-        per_depth = sp.csr_matrix((np.ones(n_rows), (np.repeat(Sl, 2), np.arange(n_rows))), shape=(len(used), n_rows))
+        cols = np.concatenate([6 * I[:, None] + np.arange(6), 6 * J[:, None] + np.arange(6), np.full((len(I), 1), nP)], 1)
+        pattern = (np.repeat(cols, 2, 0).ravel(), np.arange(n_rows + 1) * 13)  # csr indices, indptr (I != J)
+        sparse = lambda values: sp.csr_matrix((values.ravel(), *pattern), shape=(n_rows, nP + 1))  # noqa: E731
+        slot_of_row = np.repeat(Sl, 2)
+        per_depth = sp.csr_matrix((np.ones(n_rows), (slot_of_row, np.arange(n_rows))), shape=(len(used), n_rows))
 
         def linearise(x):
-            """Residuals [rows], Jacobian of the camera unknowns [rows, nP + 1] and of each row's depth [rows]."""
+            """Residuals [rows], camera Jacobian values [rows, 13] (``pattern``'s columns), depth Jacobian [rows]."""
             poses, log_f, log_d = split(x)
             r, jac = reprojection(poses, log_f, log_d[Sl], *fixed, jacobian=True)
             jac = jac.reshape(n_rows, 14)
-            Jc = np.zeros((n_rows, nP + 1))
-            Jc[row_of, cols_i] = jac[:, 0:6]
-            Jc[row_of, cols_j] = jac[:, 6:12]  # I != J for every observation
-            Jc[:, nP] = jac[:, 12]
-            return r.reshape(-1), Jc, jac[:, 13]
+            return r.reshape(-1), jac[:, :13], jac[:, 13]
 
         x = np.concatenate([np.zeros(nP), [np.log(focal)], np.log(depth[used])])
         movable = np.append(np.repeat(free & registered & (np.arange(L) > 0), 6), optimise_focal)
@@ -263,13 +263,14 @@ class FlowBundle:
         cost = float(np.log1p(r**2).sum())
         lam = 1e-3
         for _ in range(iterations):
-            r, Jc, jz = linearise(x)
+            r, jc, jz = linearise(x)
             w = 1.0 / (1.0 + r**2)  # IRLS weights of the Cauchy loss log(1 + r^2)
-            Jp = Jc[:, pose_cols]
-            A = Jp.T @ (Jp * w[:, None])
-            B = (per_depth @ (Jp * (w * jz)[:, None])).T  # [poses, depths]
+            WJt = sparse(jc * w[:, None]).T.tocsr()  # [cameras, rows]
+            A = (WJt @ sparse(jc)).toarray()[np.ix_(pose_cols, pose_cols)]
+            depth_jac = sp.csr_matrix((jz, slot_of_row, np.arange(n_rows + 1)), shape=(n_rows, len(used)))
+            B = (WJt @ depth_jac).toarray()[pose_cols]  # [poses, depths]
             C = per_depth @ (w * jz**2)
-            gp, gz = Jp.T @ (w * r), per_depth @ (w * jz * r)
+            gp, gz = (WJt @ r)[pose_cols], per_depth @ (w * jz * r)
             improved = False
             for _ in range(20):  # Levenberg-Marquardt: raise the damping until the step lowers the cost
                 Ad = A + lam * np.diag(np.diag(A) + 1e-9)
