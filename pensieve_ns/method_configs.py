@@ -1,4 +1,5 @@
-"""``ns-train pensieve-stage1`` and ``ns-train pensieve-stage2``, built from the presets in ``configs/``.
+"""``ns-train pensieve-stage1`` and ``ns-train pensieve-stage2``, built from the presets in ``pensieve_ns/configs/``
+(package data, so a wheel carries them).
 
 Imported by nerfstudio while it builds its CLI: keep imports cheap and never import
 ``nerfstudio.configs.method_configs`` here (circular import).
@@ -29,7 +30,11 @@ from pensieve_ns.trainer import PensieveTrainerConfig
 # weights_only=True (nerfstudio issue #3683): allow exactly those types.
 torch.serialization.add_safe_globals([np.core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in ("float64", "float32", "int64")}])
 
-PRESETS = Path(__file__).resolve().parents[1] / "configs"
+# Inside the package, so a wheel install carries them (package-data in pyproject).
+PRESETS = Path(__file__).resolve().parent / "configs"
+# The flow64 preset's depth-head weights are a repository file, as the pretrained checkpoints are: a wheel install
+# without the repository gets "depth head weights not found" when that stage 2 starts, not at import.
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -100,7 +105,7 @@ def stage2_config(preset: str = "tiny") -> PensieveTrainerConfig:
     model.gaussian_footprint = tuple(s2["gaussian_footprint"])
     if "depth_head" in s2:  # flow64: the flow depth head, its weights given relative to the repository
         model.depth_head, model.freeze_depth_head = s2["depth_head"], s2.get("freeze_depth_head", False)
-        model.depth_head_weights = PRESETS.parent / s2["depth_head_weights"] if s2.get("depth_head_weights") else None
+        model.depth_head_weights = REPOSITORY / s2["depth_head_weights"] if s2.get("depth_head_weights") else None
         model.depth_unmeasured_threshold = s2.get("depth_unmeasured_threshold")
     sampler = config.pipeline.datamanager.sampler
     sampler.gap_warmup_start, sampler.gap_warmup_steps = s2["gap_warmup_start"], s2["gap_warmup_steps"]

@@ -93,7 +93,7 @@ def test_reconstruct_with_the_shipped_stage1_model_writes_cameras_that_beat_iden
 @pytest.mark.slow
 def test_stage2_flow64_starts_from_the_shipped_model_with_its_camera_head_frozen(tmp_path):
     """``ns-train pensieve-stage2-flow64 --stage1-checkpoint pretrained/stage1-flow64``: the pre-trained flow camera
-    and depth heads are not trained (freeze_* in configs/flow64.yaml), the decoder is, and the run is read back by
+    and depth heads are not trained (freeze_* in pensieve_ns/configs/flow64.yaml), the decoder is, and the run is read back by
     ``pensieve-eval`` and ``ns-export``."""
     import torch
 

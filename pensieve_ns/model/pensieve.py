@@ -32,7 +32,7 @@ from pensieve_ns.model.vit import ViTSize
 
 @dataclass
 class PensieveModelConfig(ModelConfig):
-    """Sizes of the four transformers and the loss weights (presets in configs/ set these)."""
+    """Sizes of the four transformers and the loss weights (presets in pensieve_ns/configs/ set these)."""
 
     _target: Type = field(default_factory=lambda: PensieveModel)
     patch: int = 8

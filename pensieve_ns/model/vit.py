@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 @dataclass
 class ViTSize:
-    """Width and depth of one transformer (presets in configs/ fill these)."""
+    """Width and depth of one transformer (presets in pensieve_ns/configs/ fill these)."""
 
     dim: int = 512
     depth: int = 8
