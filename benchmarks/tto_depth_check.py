@@ -26,27 +26,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.interpolate import griddata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pensieve_ns.data.synthetic import generate_clip  # noqa: E402
 from pensieve_ns.eval.metrics import depth_abs_rel  # noqa: E402
 from pensieve_ns.flow import FlowCamerasConfig, solve_cameras  # noqa: E402
+from pensieve_ns.flow.correspondences import interpolate_scattered  # noqa: E402
 
 SETTINGS = FlowCamerasConfig(points_per_frame=300, focal_candidates=(0.7, 1.0, 1.4), ba_iterations=10)
 FIRST, LAST, GAP, SIZE = 7, 15, 2, 64
 
 
 def densify(pix: np.ndarray, z: np.ndarray, H: int, W: int) -> np.ndarray:
-    """Per-pixel depth [H, W] from samples at pixel centres pix [N, 2] (x, y) with depths z [N] (NaN: none):
-    inverse depth interpolated linearly inside their hull, nearest outside; ones when fewer than 20 have a depth."""
+    """Per-pixel depth [H, W] from samples at pixel centres pix [N, 2] (x + 0.5, y + 0.5) with depths z [N] (NaN:
+    none): inverse depth interpolated linearly inside their hull, nearest outside; ones when fewer than 20 have one."""
     ok = np.isfinite(z) & (z > 0)
     if ok.sum() < 20:
         return np.ones((H, W))
-    yy, xx = np.mgrid[0:H, 0:W] + 0.5
-    inv_lin = griddata(pix[ok], 1 / z[ok], (xx, yy), method="linear")
-    inv_near = griddata(pix[ok], 1 / z[ok], (xx, yy), method="nearest")
-    return 1 / np.where(np.isfinite(inv_lin), inv_lin, inv_near)
+    return 1 / interpolate_scattered(pix[ok] - 0.5, 1 / z[ok, None], H, W)[..., 0]
 
 
 def one_clip(seed: int) -> dict:

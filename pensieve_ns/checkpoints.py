@@ -120,6 +120,14 @@ def load_stage1_weights(model: nn.Module, path: Path, modules: Iterable[str] = S
     return ckpt, len(wanted)
 
 
+def forget_start_weights(model_config) -> None:
+    """For a model a checkpoint is about to fill: drop the paths of the heads' starting weights (``camera_head_weights``,
+    ``depth_head_weights``). The checkpoint holds the trained heads, so those files need not exist any more (a run
+    read from another clone, or after the repository moved)."""
+    model_config.camera_head_weights = None
+    model_config.depth_head_weights = None
+
+
 def load_run(config_path: Path, methods: Tuple[str, ...], program: str):
     """The model of a run from its ``config.yml`` and newest checkpoint, without its training data.
 
@@ -136,9 +144,7 @@ def load_run(config_path: Path, methods: Tuple[str, ...], program: str):
         raise PensieveInputError(config_path, f"a config of method '{method}'; {program} needs a {' or '.join(methods)} run")
     ckpt = resolve_checkpoint(config_path.parent)
     trainer_config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
-    # The checkpoint holds the trained camera and depth heads: their starting weights need not be here any more.
-    trainer_config.pipeline.model.camera_head_weights = None
-    trainer_config.pipeline.model.depth_head_weights = None
+    forget_start_weights(trainer_config.pipeline.model)
     model = trainer_config.pipeline.model.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
     model.load_state_dict(load_model_state(ckpt), strict=False)
     return model.eval(), trainer_config, ckpt

@@ -12,6 +12,7 @@ from torch.cuda.amp.grad_scaler import GradScaler
 from torch.nn.parallel import DistributedDataParallel as DDP
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
+from pensieve_ns.checkpoints import forget_start_weights
 from pensieve_ns.data.datamanager import PensieveDataManagerConfig
 from pensieve_ns.errors import PensieveInputError, exit_with_error
 from pensieve_ns.model.pensieve import PensieveModelConfig
@@ -48,10 +49,8 @@ class PensievePipeline(VanillaPipeline):
         local_rank: int = 0,
         grad_scaler: Optional[GradScaler] = None,
     ):
-        if test_mode != "val":  # nerfstudio's eval_setup (ns-export, ns-viewer, ns-eval): a checkpoint follows, and
-            # it holds the trained heads, so their starting weights need not exist here (as in checkpoints.load_run)
-            config.model.camera_head_weights = None
-            config.model.depth_head_weights = None
+        if test_mode != "val":  # nerfstudio's eval_setup (ns-export, ns-viewer, ns-eval): a checkpoint follows
+            forget_start_weights(config.model)
         try:
             check_preset(config)
             # world_size=1 here: nerfstudio's own DDP wrap hard-codes GPU device ids; wrapped below instead.

@@ -94,15 +94,21 @@ def sift_matches(features_a, features_b, ratio: float = 0.8, threshold: float = 
 def interpolated_flow(pa: np.ndarray, pb: np.ndarray, H: int, W: int) -> np.ndarray:
     """Dense flow [H, W, 2] from sparse matches [M, 2] -> [M, 2]: piecewise linear inside their convex hull,
     nearest match outside (a starting guess for DIS, which refines it)."""
+    return interpolate_scattered(pa, pb - pa, H, W).astype(np.float32)
+
+
+def interpolate_scattered(points: np.ndarray, values: np.ndarray, H: int, W: int) -> np.ndarray:
+    """Values [M, C] known at points [M, 2] (x, y on the pixel grid: pixel (i, j) is at x = j, y = i) -> [H, W, C]:
+    piecewise linear inside the points' convex hull, the nearest point's value outside."""
     from scipy.interpolate import griddata
 
     ys, xs = np.mgrid[0:H, 0:W]
-    flow = np.zeros((H, W, 2), np.float32)
-    for k in range(2):
-        linear = griddata(pa, pb[:, k] - pa[:, k], (xs, ys), method="linear")
-        nearest = griddata(pa, pb[:, k] - pa[:, k], (xs, ys), method="nearest")
-        flow[..., k] = np.where(np.isfinite(linear), linear, nearest)
-    return flow
+    out = np.zeros((H, W, values.shape[1]))
+    for k in range(values.shape[1]):
+        linear = griddata(points, values[:, k], (xs, ys), method="linear")
+        nearest = griddata(points, values[:, k], (xs, ys), method="nearest")
+        out[..., k] = np.where(np.isfinite(linear), linear, nearest)
+    return out
 
 
 def adjacent_flows(grey, features, dis, cfg: FlowCamerasConfig) -> Dict[Tuple[int, int], np.ndarray]:
