@@ -1,0 +1,172 @@
+"""Cameras for one clip: optical-flow tracks (``tracks``) handed to COLMAP's library (``mapper``), with the focal
+length started from the rotation-only model (``calibration``) and a rotation-only solve for pans.
+
+    solve_cameras(frames, SolverConfig()) -> SolverResult
+
+Steps, for working frames [L, H, W, 3] in time order:
+  1. ``flow_tracks``: keypoint tracks by dense optical flow, forward-backward checked.
+  2. Frames to solve: every frame, unless ``min_motion`` > 0 (then a frame whose tracks moved less than that since
+     the last solved frame takes that frame's camera). A clip whose tracks never move is refused (static video).
+  3. ``rotation_focal``: the focal length that makes the flow homographies rotations. Where those homographies
+     explain at least ``min_rotation_inliers`` of the matches, the clip is a pan: ``rotation_only_cameras``.
+  4. Otherwise pycolmap maps the tracks with the focal length started there and refined by its bundle
+     adjustment, from ``restarts`` random seeds; the solve that registers the most frames, then explains the most
+     observations, is kept (on ambiguous clips a wrong solve explains fewer: its residuals are larger).
+  5. When that solve's focal length leaves the plausible range or moves more than ``max_focal_change`` from the
+     start, self-calibration may have been ill-posed: the clip is mapped again with the focal length fixed at the
+     start, and that solve is kept where its points have less than ``max_rotation_parallax`` of parallax.
+  6. ``check_warnings``: self-checks without truth.
+
+Conventions: working-frame pixels, pixel centres at +0.5 (COLMAP's); cameras are OpenCV camera-to-world.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional
+
+import numpy as np
+from jaxtyping import Float, UInt8
+
+from pensieve_ns.sfm.calibration import rotation_focal, rotation_only_cameras
+from pensieve_ns.sfm.checks import check_warnings
+from pensieve_ns.sfm.config import SolverConfig
+from pensieve_ns.sfm.mapper import MapResult, map_tracks
+from pensieve_ns.sfm.tracks import Tracks, flow_tracks
+
+
+class SolveError(ValueError):
+    """The clip cannot be solved (no motion, no texture, no reconstruction); the message says why."""
+
+
+@dataclass
+class SolverResult:
+    c2w_opencv: Dict[int, Float[np.ndarray, "4 4"]]
+    """Frame -> OpenCV camera-to-world, for every frame that got a camera (solved, or skipped for lack of motion)."""
+    K: Float[np.ndarray, "3 3"]
+    """Intrinsics in working pixels (pixel centres at +0.5)."""
+    hw: tuple
+    points: Float[np.ndarray, "P 3"]
+    colors: UInt8[np.ndarray, "P 3"]
+    solved: List[int]
+    """Frames given to the geometry; the others took a solved frame's camera (``took_camera_of``)."""
+    took_camera_of: Dict[int, int] = field(default_factory=dict)
+    unregistered: List[int] = field(default_factory=list)
+    """Solved frames the geometry could not place: they have no camera."""
+    model: str = "incremental"
+    """How the cameras were solved: incremental / global (COLMAP's mappers), or rotation-only (a pan)."""
+    focal_source: str = ""
+    """given, self-calibrated (bundle adjustment from the rotation-only start), or rotation-only (kept fixed)."""
+    checks: Dict[str, float] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+    seconds: Dict[str, float] = field(default_factory=dict)
+    notes: Dict = field(default_factory=dict)
+    """What the solver tried: the rotation-only focal length, restarts, the fixed-focal fallback."""
+
+    @property
+    def reliable(self) -> bool:
+        return not self.warnings
+
+
+def frames_to_solve(tracks: Tracks, min_motion: float) -> Dict[int, int]:
+    """Frame -> the solved frame whose camera it takes (itself when solved): a frame is solved once its tracks
+    have moved at least min_motion working pixels (summed medians) since the last solved frame."""
+    owner, last, moved = {0: 0}, 0, 0.0
+    for k, step in enumerate(tracks.motion, start=1):
+        moved += step if np.isfinite(step) else np.inf
+        if moved >= min_motion or k == len(tracks.motion):
+            last, moved = k, 0.0
+        owner[k] = last
+    return owner
+
+
+def _explained_share(tracks: Tracks, result: MapResult, solved: List[int]) -> float:
+    """Observations the points explain over the keypoints of registered frames whose track reaches another solved
+    frame (what the mapper was given to explain)."""
+    ids = np.concatenate([tracks.track_ids[k] for k in solved])
+    uniq, counts = np.unique(ids, return_counts=True)
+    shared = set(uniq[counts >= 2].tolist())
+    total = sum(int(np.isin(tracks.track_ids[k], list(shared)).sum()) for k in result.c2w_opencv)
+    return result.observations / max(total, 1)
+
+
+def _best_map(frames, tracks: Tracks, solved: List[int], cfg: SolverConfig, focal: float, fixed: bool) -> Optional[MapResult]:
+    """The mapping from several seeds that registers the most frames, then explains the most observations."""
+    best = None
+    for seed in range(cfg.restarts):
+        mapper_cfg = replace(cfg.mapper, seed=cfg.mapper.seed + seed)
+        result = map_tracks(frames, tracks, solved, mapper_cfg, cfg.tracks.match_window, focal, fix_focal=fixed)
+        if result is not None and (best is None or (len(result.c2w_opencv), result.observations) >
+                                   (len(best.c2w_opencv), best.observations)):
+            best = result
+    return best
+
+
+def _suspect_focal(focal: float, start: float, long_side: int, cfg: SolverConfig) -> bool:
+    """A self-calibrated focal length outside the plausible range, or far from where it started."""
+    lo, hi = cfg.checks.focal_range
+    return not (1 / cfg.max_focal_change <= focal / start <= cfg.max_focal_change and lo <= focal / long_side <= hi)
+
+
+def solve_cameras(frames: UInt8[np.ndarray, "L H W 3"], cfg: SolverConfig = SolverConfig()) -> SolverResult:
+    """Cameras and intrinsics for a clip of working frames in time order (module docstring). Raises SolveError."""
+    L, H, W = frames.shape[:3]
+    seconds = {}
+    t = time.perf_counter()
+    tracks = flow_tracks(frames, cfg.tracks)
+    seconds["tracks"] = time.perf_counter() - t
+    motion = np.asarray(tracks.motion)
+    if L < 2 or not np.isfinite(motion).any():
+        raise SolveError("no textured point could be followed between frames (flat or featureless frames?)")
+    if np.nansum(motion) < 2.0:
+        raise SolveError(f"the camera does not move: tracked points moved {np.nansum(motion):.1f} pixels over the clip")
+    owner = frames_to_solve(tracks, cfg.min_motion)
+    solved = sorted(set(owner.values()))
+    pairs = tracks.pairs(cfg.tracks.match_window, solved)
+    t = time.perf_counter()
+    fit = rotation_focal(tracks, pairs, cfg.checks.focal_range)
+    seconds["calibration"] = time.perf_counter() - t
+    focal = cfg.focal or fit.focal or 1.2 * max(H, W)
+    notes = {"rotation_focal": fit.focal, "homography_inliers": fit.homography_inliers,
+             "rotation_deg": fit.rotation_deg}
+    t = time.perf_counter()
+    result, model, source, mapped = None, cfg.mapper.mapping, "given" if cfg.focal else "self-calibrated", None
+    pan = fit.homography_inliers >= cfg.calibration.min_rotation_inliers and fit.focal is not None
+    if not pan:
+        mapped = _best_map(frames, tracks, solved, cfg, focal, fixed=cfg.focal is not None)
+        if mapped is not None and cfg.focal is None and _suspect_focal(mapped.params["fx"], focal, max(H, W), cfg):
+            # Self-calibration may have run away: map again at the rotation-only focal length. Where that solve
+            # has little parallax, calibration from parallax was ill-posed and the rotation-only model is the
+            # better calibration (desk validation clip); with more parallax the self-calibration stands (orbits and
+            # arcs, whose homographies fit poorly and bias the rotation-only focal length).
+            notes["self_calibrated_focal"] = mapped.params["fx"]
+            fixed = _best_map(frames, tracks, solved, cfg, focal, fixed=True)
+            if fixed is not None and len(fixed.c2w_opencv) >= len(mapped.c2w_opencv) and \
+                    fixed.triangulation_angle < cfg.calibration.max_rotation_parallax:
+                mapped, source = fixed, "rotation-only"
+    if mapped is None or len(mapped.c2w_opencv) < 2:
+        # A pan, or a clip the mapper cannot place: one rotation per frame from the rotation-only model.
+        c2w, focal, err = rotation_only_cameras(tracks, solved, focal if cfg.focal is None else cfg.focal, pairs)
+        if cfg.focal:
+            focal = cfg.focal
+        notes["rotation_only_error_px"] = err
+        model, source = "rotation-only", "given" if cfg.focal else "rotation-only"
+        K = np.array([[focal, 0, W / 2], [0, focal, H / 2], [0, 0, 1.0]])
+        points, colors = np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
+        checks = {"registered": 1.0, "focal_ratio": focal / max(H, W), "rotation_only": 1.0}
+    else:
+        c2w = mapped.c2w_opencv
+        p = mapped.params
+        K = np.array([[p["fx"], 0, p["cx"]], [0, p["fy"], p["cy"]], [0, 0, 1.0]])
+        points, colors = mapped.points, mapped.colors
+        notes["map_seconds"] = mapped.seconds
+        checks = {"registered": len(c2w) / len(solved), "epipolar_inliers": mapped.verified["adjacent_inliers"],
+                  "explained": _explained_share(tracks, mapped, solved), "focal_ratio": p["fx"] / max(H, W),
+                  "parallax_deg": mapped.triangulation_angle}
+    seconds["geometry"] = time.perf_counter() - t
+    cameras = {k: c2w[owner[k]] for k in range(L) if owner[k] in c2w}
+    result = SolverResult(cameras, K, (H, W), points, colors, solved, {k: v for k, v in owner.items() if k != v},
+                          [k for k in solved if k not in c2w], model, source, checks,
+                          check_warnings(checks, cfg.checks), seconds, notes)
+    return result
