@@ -22,16 +22,10 @@ accumulate along the chain (no loop closure), and where the two overlapping came
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -39,6 +33,7 @@ import torch
 from pensieve_ns.checkpoints import load_run
 from pensieve_ns.errors import PensieveInputError, exit_with_error
 from pensieve_ns.eval.align import apply_similarity, similarity_to
+from pensieve_ns.scene_io import check_output_folder, plot_cameras, staged_folder, write_transforms, write_video
 
 PROG = "pensieve-reconstruct"
 
@@ -113,63 +108,20 @@ def write_ply(path: Path, model) -> None:
     PlyData([PlyElement.describe(data, "vertex")]).write(str(path))
 
 
-def write_point_cloud(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
-    """Points xyz [N, 3] with colours rgb [N, 3] uint8 as a PLY (x y z float, red green blue uchar): the point
-    cloud a nerfstudio transforms.json names in ``ply_file_path``, which splatfacto starts its Gaussians from."""
-    from plyfile import PlyData, PlyElement
-
-    data = np.empty(len(xyz), dtype=[(k, "f4") for k in "xyz"] + [(k, "u1") for k in ("red", "green", "blue")])
-    for i, k in enumerate("xyz"):
-        data[k] = xyz[:, i]
-    for i, k in enumerate(("red", "green", "blue")):
-        data[k] = rgb[:, i]
-    PlyData([PlyElement.describe(data, "vertex")]).write(str(path))
-
-
-def check_output_folder(out: Path) -> None:
-    """The user's output folder must not exist, or be an empty folder (nothing of theirs is overwritten)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PensieveInputError(out, "output folder exists and is not empty")
-
-
-@contextmanager
-def staged_folder(out: Path):
-    """Yield a temporary folder next to ``out`` to write into; moved into place as ``out`` when the block ends
-    without an error, removed either way, so ``out`` is never half-written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_scene(folder: Path, images: torch.Tensor, ids, c2w_opencv: torch.Tensor, K: torch.Tensor, about: dict,
-                ply_file_path: Optional[str] = None) -> None:
+def write_scene(folder: Path, images: torch.Tensor, ids, c2w_opencv: torch.Tensor, K: torch.Tensor, about: dict) -> None:
     """Write images/frame_XXXX.png and a nerfstudio transforms.json into folder. images: [L, 3, H, W] in [0, 1];
-    ids: their frame numbers in the input; c2w_opencv: [L, 4, 4] OpenCV camera-to-world (written as OpenGL, as
-    nerfstudio reads it); K: [3, 3] shared intrinsics in pixels; about: kept under the "pensieve" key;
-    ply_file_path: a point cloud in folder, in the cameras' world (``write_point_cloud``), named in transforms.json."""
+    ids: their frame numbers in the input; c2w_opencv: [L, 4, 4] OpenCV camera-to-world; K: [3, 3] shared
+    intrinsics in pixels; about: kept under the "pensieve" key."""
     from PIL import Image
-
-    from pensieve_ns.cameras import opencv_to_opengl_c2w
 
     (folder / "images").mkdir()
     frames = []
     for i, (image, idx) in enumerate(zip(images, ids)):
         name = f"images/frame_{i:04d}.png"
         Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / name)
-        frames.append({"file_path": name, "source_frame": int(idx),
-                       "transform_matrix": opencv_to_opengl_c2w(c2w_opencv[i].double()).tolist()})
-    H, W = images.shape[-2:]
-    transforms = {"camera_model": "OPENCV", "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]),
-                  "cy": float(K[1, 2]), "w": int(W), "h": int(H), "frames": frames, "pensieve": about}
-    if ply_file_path is not None:
-        transforms["ply_file_path"] = ply_file_path
-    (folder / "transforms.json").write_text(json.dumps(transforms, indent=1))
+        frames.append({"file_path": name, "source_frame": int(idx), "c2w_opencv": c2w_opencv[i].double().numpy()})
+    intrinsics = {"fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2]}
+    write_transforms(folder, frames, {k: float(v) for k, v in intrinsics.items()}, images.shape[-2:], about)
 
 
 def fly_through(c2w: torch.Tensor, count: int) -> torch.Tensor:
@@ -190,48 +142,6 @@ def fly_through(c2w: torch.Tensor, count: int) -> torch.Tensor:
     out[:, :3, :3] = quaternion_to_matrix(q)
     out[:, :3, 3] = (1 - w) * c2w[i0, :3, 3] + w * c2w[i0 + 1, :3, 3]
     return out
-
-
-def write_video(path: Path, frames: np.ndarray, fps: int = 10) -> None:
-    import av
-
-    with av.open(str(path), "w") as container:
-        try:
-            stream = container.add_stream("libx264", rate=fps)
-        except Exception:  # a PyAV build without x264
-            stream = container.add_stream("mpeg4", rate=fps)
-        H, W = frames.shape[1:3]
-        stream.width, stream.height, stream.pix_fmt = W + W % 2, H + H % 2, "yuv420p"
-        for frame in frames:
-            frame = np.pad(frame, ((0, H % 2), (0, W % 2), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def plot_cameras(path: Path, c2w: np.ndarray, gt_c2w=None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pensieve_ns.eval.poses import umeyama
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    centres = c2w[:, :3, 3]
-    if gt_c2w is not None and len(gt_c2w) == len(c2w):
-        s, R, t = umeyama(centres, gt_c2w[:, :3, 3])
-        centres = (s * (R @ centres.T)).T + t
-        ax.plot(gt_c2w[:, 0, 3], gt_c2w[:, 2, 3], "k.-", label="ground truth")
-    ax.plot(centres[:, 0], centres[:, 2], "r.-", label="predicted" + (" (similarity-aligned)" if gt_c2w is not None else ""))
-    ax.set_xlabel("x")
-    ax.set_ylabel("z")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
     """Encode uint8 RGB frames [N, H, W, 3] with PyAV, as pensieve-reconstruct writes its fly-through."""
-    from pensieve_ns.reconstruct import write_video as encode
+    from pensieve_ns.scene_io import write_video as encode
 
     encode(path, frames, fps)
     return path

@@ -12,7 +12,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -51,6 +51,10 @@ class Clip:
     sequential: bool = False
     """True where reading any frame costs decoding the whole clip (video): caches then keep the whole clip."""
     gt: Optional[GroundTruth] = field(default=None, repr=False)
+    files: Optional[List[Path]] = field(default=None, repr=False)
+    """The image file of each frame, where frames are files (image folders, nerfstudio scenes)."""
+    sizes: Optional[List[Tuple[int, int]]] = field(default=None, repr=False)
+    """(H, W) of each frame file as stored, where frames are files (``read`` brings them all to native_hw)."""
 
 
 def natural_key(path: Path) -> List:
@@ -74,8 +78,9 @@ def _image_header(path: Path) -> Tuple[Tuple[int, int], str]:
         raise PensieveInputError(path, f"not a readable image ({err})") from None
 
 
-def _check_frames(paths: Sequence[Path], clip_name: str) -> Tuple[int, int]:
-    """Read every frame's header once: warn (once per clip) about mixed sizes and converted colour modes."""
+def _check_frames(paths: Sequence[Path], clip_name: str) -> Tuple[Tuple[int, int], List[Tuple[int, int]]]:
+    """Read every frame's header once: warn (once per clip) about mixed sizes and converted colour modes. Returns
+    the clip's size (the first frame's) and every frame's."""
     headers = [_image_header(p) for p in paths]
     first = headers[0][0]
     odd = [p.name for p, (hw, _) in zip(paths, headers) if hw != first]
@@ -89,7 +94,7 @@ def _check_frames(paths: Sequence[Path], clip_name: str) -> Tuple[int, int]:
     modes = sorted({describe_mode(mode) for _, mode in headers} - {""})
     if modes:
         warnings.warn(f"{clip_name}: {', '.join(modes)} frames converted to 8-bit RGB", DataWarning, stacklevel=2)
-    return first
+    return first, [hw for hw, _ in headers]
 
 
 def _image_reader(paths: Sequence[Path], hw: Tuple[int, int]) -> Callable[[Sequence[int]], List[np.ndarray]]:
@@ -111,8 +116,8 @@ def image_folder_clip(folder: Path) -> Clip:
     paths = sorted((p for p in folder.iterdir() if _is_image(p)), key=natural_key)
     if not paths:
         raise PensieveInputError(folder, "no image files in the folder")
-    hw = _check_frames(paths, str(folder))
-    return Clip(folder.name, "images", folder, len(paths), hw, _image_reader(paths, hw))
+    hw, sizes = _check_frames(paths, str(folder))
+    return Clip(folder.name, "images", folder, len(paths), hw, _image_reader(paths, hw), files=list(paths), sizes=sizes)
 
 
 # ----------------------------------------------------------------------------------------- nerfstudio
@@ -149,12 +154,12 @@ def nerfstudio_clip(path: Path) -> Clip:
         paths.append(image_path)
         c2ws.append(opengl_to_opencv_c2w(mat))
         Ks.append(intrinsics_matrix(intr["fl_x"], intr["fl_y"], intr["cx"], intr["cy"]))
-    hw = _check_frames(paths, str(root))
+    hw, sizes = _check_frames(paths, str(root))
     depth_paths = None
     if all("depth_file_path" in f for f in frames):
         depth_paths = [root / f["depth_file_path"] for f in frames]
     gt = GroundTruth(np.stack(c2ws), np.stack(Ks), depth_paths)
-    return Clip(root.name, "nerfstudio", root, len(paths), hw, _image_reader(paths, hw), gt=gt)
+    return Clip(root.name, "nerfstudio", root, len(paths), hw, _image_reader(paths, hw), gt=gt, files=paths, sizes=sizes)
 
 
 # ---------------------------------------------------------------------------------------------- video
@@ -228,6 +233,30 @@ def video_clip(path: Path, stride: int = 1, max_frames: Optional[int] = None) ->
         return [frames[min(i, len(frames) - 1)] for i in indices]
 
     return Clip(path.stem, "video", path, count, hw, read, sequential=True)
+
+
+def stream_frames(clip: Clip, indices: Sequence[int]) -> Iterator[Tuple[int, np.ndarray]]:
+    """(index, frame [h, w, 3] uint8 at native size) for ascending ``indices``, one at a time: memory holds one frame,
+    videos included (decoded in one pass; a video clip's indices count its decoded frames, stride 1)."""
+    if clip.reader != "video":
+        for i in indices:
+            yield i, clip.read([i])[0]
+        return
+    import av
+
+    wanted, index = set(int(i) for i in indices), 0
+    with av.open(str(clip.path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                if index in wanted:
+                    yield index, frame.to_ndarray(format="rgb24")
+                index += 1
+                if index > max(wanted):
+                    return
+        except av.error.FFmpegError as err:  # a corrupt stream: what was decoded is kept; the caller counts
+            warnings.warn(f"{clip.path}: decoding stopped at frame {index} ({err})", DataWarning, stacklevel=2)
 
 
 # --------------------------------------------------------------------------------------------- chunks

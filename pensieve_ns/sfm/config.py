@@ -75,8 +75,9 @@ class CheckConfig:
     """Share of solved frames that must be registered."""
     min_epipolar_inliers: float = 0.8
     """Mean share of adjacent-frame matches that fit one rigid scene (two-view geometry inliers)."""
-    min_explained: float = 0.5
-    """Share of track observations in registered frames that the final points explain."""
+    min_explained: float = 0.4
+    """Share of track observations in registered frames that the final points explain (validation: right solves
+    0.48-0.99, wrong ones 0.21-0.29)."""
     focal_range: Tuple[float, float] = (0.25, 4.0)
     """Plausible focal lengths, times the long side of the frame (about 14 to 127 degrees of field of view)."""
     min_parallax: float = 1.0
@@ -92,8 +93,10 @@ class SolverConfig:
     that frame's camera instead of being solved (0: every frame is solved)."""
     focal: Optional[float] = None
     """Known focal length in pixels of the working frames (None: estimated)."""
-    restarts: int = 2
-    """Mappings from different random seeds; the one that registers most, then explains most, is kept."""
+    restarts: int = 1
+    """Mappings from different random seeds; the one that registers most, then explains most, is kept
+    (validation: 2 gave the same cameras as 1 at twice the time once the focal length starts at the
+    rotation-only estimate)."""
     max_focal_change: float = 1.5
     """A self-calibrated focal length further than this factor from the rotation-only start is not trusted: the
     clip is mapped again with the focal length fixed at the start."""
