@@ -1,4 +1,5 @@
-"""Frames: decode one image file into RGB uint8, and fit frames to the model's size (resize + centre crop).
+"""Frames: decode one image file into RGB uint8, fit frames to the model's size (resize + centre crop), and grey
+frames for optical flow.
 
 Every reader goes through these two functions, so colour conversion and the intrinsics update exist once.
 """
@@ -120,3 +121,10 @@ def resize_center_crop(frame: UInt8[np.ndarray, "h w 3"], out_hw: Tuple[int, int
         frame = cv2.resize(frame, (rw, rh), interpolation=interp)
     oh, ow = out_hw
     return np.ascontiguousarray(frame[oy : oy + oh, ox : ox + ow])
+
+
+def grey(image: UInt8[np.ndarray, "H W 3"], up: int = 1) -> UInt8[np.ndarray, "h w"]:
+    """RGB uint8 -> grey uint8, upsampled ``up`` times (cubic): what optical flow reads (DIS's 8-pixel patches are
+    coarse on small frames, so both flow users upsample them)."""
+    g = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    return g if up == 1 else cv2.resize(g, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)

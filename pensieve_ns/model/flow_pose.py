@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from pensieve_ns.cameras import axis_angle_to_matrix, intrinsics_matrix, invert_rigid
 from pensieve_ns.cameras import chain as chain_poses
-from pensieve_ns.flow.correspondences import _grey
+from pensieve_ns.data.frames import grey
 
 GRID = 32  # cells a side of the network's input
 FLOW_SIZE = 64  # frames are resampled to this many pixels a side before the flow
@@ -44,13 +44,13 @@ def clip_flows(frames: np.ndarray, pairs) -> Tuple[Dict[Tuple[int, int], np.ndar
     """frames [L, S, S, 3] uint8 (S = FLOW_SIZE) -> flows {(a, b): [GRID, GRID, 2]} for each (a, b) in ``pairs``
     (both ways) and the grey frames on the grid [L, GRID, GRID] uint8."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    up = [_grey(f, UP) for f in frames]  # the flow solver's grey conversion and cubic upsampling
+    up = [grey(f, UP) for f in frames]  # the grey conversion and cubic upsampling optical flow reads
     flows = {}
     for a, b in pairs:
         flows[(a, b)] = pair_flow(up[a], up[b], dis)
         flows[(b, a)] = pair_flow(up[b], up[a], dis)
-    grey = np.stack([cv2.resize(x, (GRID, GRID), interpolation=cv2.INTER_AREA) for x in up])
-    return flows, grey
+    small = np.stack([cv2.resize(x, (GRID, GRID), interpolation=cv2.INTER_AREA) for x in up])
+    return flows, small
 
 
 def pair_input(flows, grey: np.ndarray, a: int, b: int) -> np.ndarray:

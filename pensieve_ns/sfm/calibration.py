@@ -33,6 +33,10 @@ class RotationFit:
     """Mean share of pair matches within 1 pixel of one homography: near 1 for a pan, lower with parallax."""
     rotation_deg: float
     """Largest rotation (degrees) between two frames of a pair, at that focal length."""
+    residual: float
+    """Mean over pairs of ||M M^T - I||^2 at that focal length (M = K^-1 H K, det 1): how well turning in place
+    explains the flow. Validation: pans <= 0.002, the handheld desk clip 0.007-0.008 (its rotation-only focal
+    length 2-4 % off), walks 0.04-0.05 and orbits or arcs 0.2-3 (8-54 % off)."""
     homographies: Dict[Pair, Float[np.ndarray, "3 3"]]
     """Pair -> homography between centred coordinates."""
 
@@ -48,7 +52,7 @@ def pair_homographies(tracks: Tracks, pairs: List[Pair], min_matches: int = 30) 
         if len(m) < min_matches:
             continue
         pa, pb = tracks.keypoints[a][m[:, 0]] - centre, tracks.keypoints[b][m[:, 1]] - centre
-        hom, mask = cv2.findHomography(pa, pb, cv2.RANSAC, 1.0, maxIters=2000, confidence=0.999)
+        hom, mask = cv2.findHomography(pa, pb, cv2.USAC_MAGSAC, 1.0, maxIters=2000, confidence=0.999)
         if hom is None:
             continue
         out[(a, b)] = hom
@@ -56,19 +60,15 @@ def pair_homographies(tracks: Tracks, pairs: List[Pair], min_matches: int = 30) 
     return out, shares
 
 
-def _rotation_residual(focal: float, homographies: List[np.ndarray]) -> float:
-    """How far K^-1 H K is from a (scaled) rotation, summed over pairs: ||M M^T - I||^2 with det M = 1."""
+def _rotation_residual(focal: float, homographies: Float[np.ndarray, "P 3 3"]) -> float:
+    """How far K^-1 H K is from a (scaled) rotation, summed over pairs: ||M M^T - I||^2 with det M = 1 (a
+    reflection, det <= 0, costs 3)."""
     K, Ki = np.diag([focal, focal, 1.0]), np.diag([1 / focal, 1 / focal, 1.0])
-    total = 0.0
-    for hom in homographies:
-        M = Ki @ hom @ K
-        det = np.linalg.det(M)
-        if det <= 0:
-            total += 3.0
-            continue
-        M = M / np.cbrt(det)
-        total += float(np.linalg.norm(M @ M.T - np.eye(3)) ** 2)
-    return total
+    M = Ki @ homographies @ K
+    det = np.linalg.det(M)
+    ok = det > 0
+    M = M[ok] / np.cbrt(det[ok])[:, None, None]
+    return float((np.linalg.norm(M @ np.swapaxes(M, 1, 2) - np.eye(3), axis=(1, 2)) ** 2).sum() + 3.0 * (~ok).sum())
 
 
 def rotation_focal(tracks: Tracks, pairs: List[Pair], focal_range: Tuple[float, float]) -> RotationFit:
@@ -77,8 +77,8 @@ def rotation_focal(tracks: Tracks, pairs: List[Pair], focal_range: Tuple[float, 
     H, W = tracks.hw
     homs, shares = pair_homographies(tracks, pairs)
     if not homs:
-        return RotationFit(None, 0.0, 0.0, {})
-    values = list(homs.values())
+        return RotationFit(None, 0.0, 0.0, float("inf"), {})
+    values = np.stack(list(homs.values()))
     grid = np.exp(np.linspace(np.log(focal_range[0] * max(H, W)), np.log(focal_range[1] * max(H, W)), 120))
     costs = [_rotation_residual(f, values) for f in grid]
     k = int(np.argmin(costs))
@@ -94,7 +94,9 @@ def rotation_focal(tracks: Tracks, pairs: List[Pair], focal_range: Tuple[float, 
     K, Ki = np.diag([focal, focal, 1.0]), np.diag([1 / focal, 1 / focal, 1.0])
     angles = [np.degrees(np.arccos(np.clip((np.trace(_nearest_rotation(Ki @ h @ K)) - 1) / 2, -1, 1))) for h in values]
     edge = k in (0, len(grid) - 1)  # the minimum sits on the search's edge: no focal length makes them rotations
-    return RotationFit(None if edge else focal, float(np.mean(shares)), float(max(angles)), homs)
+    residual = _rotation_residual(focal, values) / len(values)
+    return RotationFit(None if edge else focal, float(np.mean(shares)), float(max(angles)),
+                       float("inf") if edge else residual, homs)
 
 
 def _nearest_rotation(M: np.ndarray) -> np.ndarray:
@@ -119,7 +121,7 @@ def rotation_only_cameras(tracks: Tracks, frames: List[int], focal: float, pairs
     for a, b in zip(frames[:-1], frames[1:]):
         m = tracks.pair_matches(a, b)
         pa, pb = tracks.keypoints[a][m[:, 0]] - centre, tracks.keypoints[b][m[:, 1]] - centre
-        hom = cv2.findHomography(pa, pb, cv2.RANSAC, 1.0)[0] if len(m) >= 8 else None
+        hom = cv2.findHomography(pa, pb, cv2.USAC_MAGSAC, 1.0)[0] if len(m) >= 8 else None
         step = np.eye(3) if hom is None else _nearest_rotation(Ki @ hom @ K)
         start.append(step @ start[-1])
     obs = []  # (position of a, position of b, ray in a [3], pixel in b [2])

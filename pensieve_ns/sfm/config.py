@@ -56,15 +56,16 @@ class MapperConfig:
 
 @dataclass
 class CalibrationConfig:
-    """What happens when self-calibration is ill-posed (pans, little parallax): ``calibration``."""
+    """When the rotation-only model (``calibration``) calibrates the clip, and when it solves it."""
 
-    focal_candidates: Tuple[float, ...] = (0.5, 0.7, 1.0, 1.4, 2.0)
-    """Fixed focal lengths tried, times the rotation-only estimate (or, without one, 1.2x the long side)."""
-    max_rotation_parallax: float = 3.0
-    """Degrees (median over points): below this, a solve at the rotation-only focal length is preferred to a
-    self-calibration that ran away from it (little parallax leaves self-calibration ill-posed)."""
-    min_rotation_inliers: float = 0.8
-    """A clip is treated as a pan when homographies explain at least this share of its flow matches."""
+    max_pan_residual: float = 0.004
+    """A clip whose flow homographies are rotations up to this residual (``RotationFit.residual``), and explain at
+    least min_pan_inliers of the matches, is a pan: solved rotation-only (validation: pans <= 0.002, the handheld
+    desk clip 0.007)."""
+    min_pan_inliers: float = 0.9
+    max_trusted_residual: float = 0.02
+    """Up to this residual the rotation-only focal length is trusted over a self-calibration that ran away from it
+    (validation: desk 0.007-0.008, its focal length 2-4 % off; walks 0.04-0.05 and orbits 0.2-3, 8-54 % off)."""
 
 
 @dataclass

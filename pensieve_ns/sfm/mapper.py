@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -45,7 +45,7 @@ class MapResult:
 
 
 def _write_database(db_path: Path, image_dir: Path, frames, tracks: Tracks, solved: List[int], window: int,
-                    cfg: MapperConfig, focal: Optional[float]) -> Dict[int, int]:
+                    cfg: MapperConfig) -> Dict[int, int]:
     """Images, one camera, keypoints and matches of the solved frames; returns frame -> image id."""
     import pycolmap
     from PIL import Image
@@ -61,12 +61,7 @@ def _write_database(db_path: Path, image_dir: Path, frames, tracks: Tracks, solv
     db = pycolmap.Database.open(db_path)
     try:
         ids = {int(Path(im.name).stem): im.image_id for im in db.read_all_images()}
-        if focal is not None:  # a known focal length: the camera starts there and the mapper keeps it
-            camera = db.read_all_cameras()[0]
-            camera.params = [focal if i in camera.focal_length_idxs() else p for i, p in enumerate(camera.params)]
-            camera.has_prior_focal_length = True
-            db.update_camera(camera)
-        for k in solved:
+        for k in solved:  # columns x, y, scale, orientation
             kp = tracks.keypoints[k]
             db.write_keypoints(ids[k], np.concatenate([kp, np.ones((len(kp), 1)), np.zeros((len(kp), 1))], 1).astype(np.float32))
         for a, b in tracks.pairs(window, solved):
@@ -79,14 +74,18 @@ def _write_database(db_path: Path, image_dir: Path, frames, tracks: Tracks, solv
 
 
 def _verified(db_path: Path, ids: Dict[int, int], solved: List[int]) -> Dict[str, float]:
+    """Mean share of each pair's matches that two-view geometry verified: adjacent solved frames, and all pairs."""
     import pycolmap
 
     db = pycolmap.Database.open(db_path)
     try:
         pos = {image_id: n for n, image_id in enumerate(ids[k] for k in solved)}
         adjacent, every = [], []
-        for (a, b), m in zip(*_pairs_and_matches(db)):
-            share = db.read_two_view_geometry(a, b).inlier_matches.shape[0] / max(len(m), 1) if db.exists_two_view_geometry(a, b) else 0.0
+        pair_ids, matches = db.read_all_matches()
+        for pair_id, m in zip(pair_ids, matches):
+            a, b = pycolmap.pair_id_to_image_pair(pair_id)
+            share = db.read_two_view_geometry(a, b).inlier_matches.shape[0] / max(len(m), 1) \
+                if db.exists_two_view_geometry(a, b) else 0.0
             every.append(share)
             if abs(pos[a] - pos[b]) == 1:
                 adjacent.append(share)
@@ -96,29 +95,23 @@ def _verified(db_path: Path, ids: Dict[int, int], solved: List[int]) -> Dict[str
             "all_inliers": float(np.mean(every)) if every else 0.0}
 
 
-def _pairs_and_matches(db):
-    pair_ids, matches = db.read_all_matches()
-    import pycolmap
+class TrackDatabase:
+    """A COLMAP database of one clip's tracks, verified once and mapped as often as asked (different focal
+    settings, seeds), in a temporary folder removed on ``close`` (use as a context manager)."""
 
-    return [pycolmap.pair_id_to_image_pair(p) for p in pair_ids], matches
+    def __init__(self, frames: UInt8[np.ndarray, "L H W 3"], tracks: Tracks, solved: List[int], window: int,
+                 cfg: MapperConfig):
+        import pycolmap
 
-
-def map_tracks(frames: UInt8[np.ndarray, "L H W 3"], tracks: Tracks, solved: List[int], cfg: MapperConfig,
-               window: int, focal: Optional[float] = None, fix_focal: bool = False) -> Optional[MapResult]:
-    """Verify and map the solved frames' tracks; None when no reconstruction comes out. frames: the working frames
-    (for the points' colours); focal: a starting focal length in working pixels (kept fixed with fix_focal)."""
-    import pycolmap
-
-    pycolmap.logging.minloglevel = 2  # warnings and errors only (its INFO log is thousands of lines)
-    seconds = {}
-    with tempfile.TemporaryDirectory(prefix="pensieve-sfm-") as tmp:
-        tmp = Path(tmp)
-        (tmp / "images").mkdir()
-        (tmp / "sparse").mkdir()
-        db_path = tmp / "database.db"
+        pycolmap.logging.minloglevel = 2  # warnings and errors only (its INFO log is thousands of lines)
+        self.cfg, self.solved, self.seconds = cfg, solved, {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="pensieve-sfm-")
+        self.root = Path(self._tmp.name)
+        (self.root / "images").mkdir()
+        self.db_path = self.root / "database.db"
         t = time.perf_counter()
-        ids = _write_database(db_path, tmp / "images", frames, tracks, solved, window, cfg, focal)
-        seconds["database"] = time.perf_counter() - t
+        self.ids = _write_database(self.db_path, self.root / "images", frames, tracks, solved, window, cfg)
+        self.seconds["database"] = time.perf_counter() - t
         t = time.perf_counter()
         two_view = pycolmap.TwoViewGeometryOptions()
         two_view.min_num_inliers = cfg.min_inliers
@@ -126,21 +119,49 @@ def map_tracks(frames: UInt8[np.ndarray, "L H W 3"], tracks: Tracks, solved: Lis
         two_view.ransac.random_seed = cfg.seed
         verifier = pycolmap.GeometricVerifierOptions()
         verifier.num_threads = cfg.threads
-        pycolmap.geometric_verification(db_path, verifier_options=verifier,
+        pycolmap.geometric_verification(self.db_path, verifier_options=verifier,
                                         pairing_options=pycolmap.ExistingMatchedPairingOptions(),
                                         two_view_geometry_options=two_view)
-        verified = _verified(db_path, ids, solved)
-        seconds["verification"] = time.perf_counter() - t
+        self.verified = _verified(self.db_path, self.ids, solved)
+        self.seconds["verification"] = time.perf_counter() - t
+        self.runs = 0
+
+    def __enter__(self) -> "TrackDatabase":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def map(self, focal: Optional[float] = None, fix_focal: bool = False, seed: int = 0) -> Optional[MapResult]:
+        """One mapping; None when no reconstruction comes out. focal: the camera's starting focal length in working
+        pixels (COLMAP's default 1.2x the long side without it), kept fixed with fix_focal."""
+        import pycolmap
+
+        db = pycolmap.Database.open(self.db_path)
+        try:
+            camera = db.read_all_cameras()[0]
+            if focal is not None:
+                camera.params = [focal if i in camera.focal_length_idxs() else p for i, p in enumerate(camera.params)]
+            camera.has_prior_focal_length = focal is not None
+            db.update_camera(camera)
+        finally:
+            db.close()
+        out = self.root / f"sparse_{self.runs}"
+        out.mkdir()
+        self.runs += 1
         t = time.perf_counter()
-        recs = _map(db_path, tmp, cfg, fix_focal)
-        seconds["mapping"] = time.perf_counter() - t
-    if not recs:
-        return None
-    rec = max(recs.values(), key=lambda r: r.num_reg_images())
-    return _result(rec, {v: k for k, v in ids.items()}, verified, len(recs), seconds)
+        recs = _map(self.db_path, self.root / "images", out, replace(self.cfg, seed=self.cfg.seed + seed), fix_focal)
+        seconds = {**self.seconds, "mapping": time.perf_counter() - t}
+        if not recs:
+            return None
+        rec = max(recs.values(), key=lambda r: r.num_reg_images())
+        return _result(rec, {v: k for k, v in self.ids.items()}, self.verified, len(recs), seconds)
 
 
-def _map(db_path: Path, tmp: Path, cfg: MapperConfig, fix_focal: bool):
+def _map(db_path: Path, image_dir: Path, out: Path, cfg: MapperConfig, fix_focal: bool):
     import pycolmap
 
     if cfg.mapping == "global":
@@ -149,7 +170,7 @@ def _map(db_path: Path, tmp: Path, cfg: MapperConfig, fix_focal: bool):
         options.mapper.global_positioning.use_gpu = False
         options.mapper.bundle_adjustment.ceres.use_gpu = False
         options.mapper.bundle_adjustment.refine_focal_length = not fix_focal
-        return pycolmap.global_mapping(db_path, tmp / "images", tmp / "sparse", options)
+        return pycolmap.global_mapping(db_path, image_dir, out, options)
     options = pycolmap.IncrementalPipelineOptions()
     options.num_threads, options.random_seed = cfg.threads, cfg.seed
     options.extract_colors = True
@@ -163,7 +184,7 @@ def _map(db_path: Path, tmp: Path, cfg: MapperConfig, fix_focal: bool):
     options.ba_refine_focal_length = not fix_focal
     options.mapper.abs_pose_refine_focal_length = not fix_focal
     options.ba_refine_principal_point = False
-    return pycolmap.incremental_mapping(db_path, tmp / "images", tmp / "sparse", options)
+    return pycolmap.incremental_mapping(db_path, image_dir, out, options)
 
 
 def _result(rec, frame_of_image: Dict[int, int], verified, models: int, seconds) -> MapResult:

@@ -7,14 +7,14 @@ Steps, for working frames [L, H, W, 3] in time order:
   1. ``flow_tracks``: keypoint tracks by dense optical flow, forward-backward checked.
   2. Frames to solve: every frame, unless ``min_motion`` > 0 (then a frame whose tracks moved less than that since
      the last solved frame takes that frame's camera). A clip whose tracks never move is refused (static video).
-  3. ``rotation_focal``: the focal length that makes the flow homographies rotations. Where those homographies
-     explain at least ``min_rotation_inliers`` of the matches, the clip is a pan: ``rotation_only_cameras``.
+  3. ``rotation_focal``: the focal length that makes the flow homographies rotations. Where they are rotations
+     (residual up to ``max_pan_residual``) and explain the matches, the clip is a pan: ``rotation_only_cameras``.
   4. Otherwise pycolmap maps the tracks with the focal length started there and refined by its bundle
      adjustment, from ``restarts`` random seeds; the solve that registers the most frames, then explains the most
      observations, is kept (on ambiguous clips a wrong solve explains fewer: its residuals are larger).
-  5. When that solve's focal length leaves the plausible range or moves more than ``max_focal_change`` from the
-     start, self-calibration may have been ill-posed: the clip is mapped again with the focal length fixed at the
-     start, and that solve is kept where its points have less than ``max_rotation_parallax`` of parallax.
+  5. When that solve's focal length leaves the plausible range or moves more than ``max_focal_change`` from a
+     start that the rotation-only model trusts (residual up to ``max_trusted_residual``), self-calibration was
+     ill-posed (little parallax): the clip is mapped again with the focal length fixed at the start.
   6. ``check_warnings``: self-checks without truth.
 
 Conventions: working-frame pixels, pixel centres at +0.5 (COLMAP's); cameras are OpenCV camera-to-world.
@@ -23,7 +23,7 @@ Conventions: working-frame pixels, pixel centres at +0.5 (COLMAP's); cameras are
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -32,7 +32,7 @@ from jaxtyping import Float, UInt8
 from pensieve_ns.sfm.calibration import rotation_focal, rotation_only_cameras
 from pensieve_ns.sfm.checks import check_warnings
 from pensieve_ns.sfm.config import SolverConfig
-from pensieve_ns.sfm.mapper import MapResult, map_tracks
+from pensieve_ns.sfm.mapper import MapResult, TrackDatabase
 from pensieve_ns.sfm.tracks import Tracks, flow_tracks
 
 
@@ -91,12 +91,11 @@ def _explained_share(tracks: Tracks, result: MapResult, solved: List[int]) -> fl
     return result.observations / max(total, 1)
 
 
-def _best_map(frames, tracks: Tracks, solved: List[int], cfg: SolverConfig, focal: float, fixed: bool) -> Optional[MapResult]:
+def _best_map(database: TrackDatabase, cfg: SolverConfig, focal: float, fixed: bool) -> Optional[MapResult]:
     """The mapping from several seeds that registers the most frames, then explains the most observations."""
     best = None
     for seed in range(cfg.restarts):
-        mapper_cfg = replace(cfg.mapper, seed=cfg.mapper.seed + seed)
-        result = map_tracks(frames, tracks, solved, mapper_cfg, cfg.tracks.match_window, focal, fix_focal=fixed)
+        result = database.map(focal, fix_focal=fixed, seed=seed)
         if result is not None and (best is None or (len(result.c2w_opencv), result.observations) >
                                    (len(best.c2w_opencv), best.observations)):
             best = result
@@ -107,6 +106,24 @@ def _suspect_focal(focal: float, start: float, long_side: int, cfg: SolverConfig
     """A self-calibrated focal length outside the plausible range, or far from where it started."""
     lo, hi = cfg.checks.focal_range
     return not (1 / cfg.max_focal_change <= focal / start <= cfg.max_focal_change and lo <= focal / long_side <= hi)
+
+
+def _map_clip(database: TrackDatabase, cfg: SolverConfig, focal: float, trusted: bool, long_side: int,
+              notes: dict) -> Optional[MapResult]:
+    """Steps 4-5: map with the focal length started at ``focal`` (kept when given); when self-calibration moved it
+    suspiciously far from a trusted rotation-only focal length, map again with that one fixed and keep it."""
+    mapped = _best_map(database, cfg, focal, fixed=cfg.focal is not None)
+    if mapped is None or cfg.focal is not None or not trusted or \
+            not _suspect_focal(mapped.params["fx"], focal, long_side, cfg):
+        return mapped
+    # Little parallax leaves self-calibration ill-posed (desk validation clip: it ran to 1.6-1.8x the truth with
+    # wrong translations) where the rotation-only model, which fits such clips, calibrates them to 2-4 %.
+    notes["self_calibrated_focal"] = mapped.params["fx"]
+    fixed = _best_map(database, cfg, focal, fixed=True)
+    if fixed is not None and len(fixed.c2w_opencv) >= len(mapped.c2w_opencv):
+        notes["kept_rotation_focal"] = True
+        return fixed
+    return mapped
 
 
 def solve_cameras(frames: UInt8[np.ndarray, "L H W 3"], cfg: SolverConfig = SolverConfig()) -> SolverResult:
@@ -129,22 +146,15 @@ def solve_cameras(frames: UInt8[np.ndarray, "L H W 3"], cfg: SolverConfig = Solv
     seconds["calibration"] = time.perf_counter() - t
     focal = cfg.focal or fit.focal or 1.2 * max(H, W)
     notes = {"rotation_focal": fit.focal, "homography_inliers": fit.homography_inliers,
-             "rotation_deg": fit.rotation_deg}
+             "rotation_deg": fit.rotation_deg, "rotation_residual": fit.residual}
     t = time.perf_counter()
-    result, model, source, mapped = None, cfg.mapper.mapping, "given" if cfg.focal else "self-calibrated", None
-    pan = fit.homography_inliers >= cfg.calibration.min_rotation_inliers and fit.focal is not None
+    model, source, mapped = cfg.mapper.mapping, "given" if cfg.focal else "self-calibrated", None
+    calib = cfg.calibration
+    pan = fit.residual <= calib.max_pan_residual and fit.homography_inliers >= calib.min_pan_inliers
     if not pan:
-        mapped = _best_map(frames, tracks, solved, cfg, focal, fixed=cfg.focal is not None)
-        if mapped is not None and cfg.focal is None and _suspect_focal(mapped.params["fx"], focal, max(H, W), cfg):
-            # Self-calibration may have run away: map again at the rotation-only focal length. Where that solve
-            # has little parallax, calibration from parallax was ill-posed and the rotation-only model is the
-            # better calibration (desk validation clip); with more parallax the self-calibration stands (orbits and
-            # arcs, whose homographies fit poorly and bias the rotation-only focal length).
-            notes["self_calibrated_focal"] = mapped.params["fx"]
-            fixed = _best_map(frames, tracks, solved, cfg, focal, fixed=True)
-            if fixed is not None and len(fixed.c2w_opencv) >= len(mapped.c2w_opencv) and \
-                    fixed.triangulation_angle < cfg.calibration.max_rotation_parallax:
-                mapped, source = fixed, "rotation-only"
+        with TrackDatabase(frames, tracks, solved, cfg.tracks.match_window, cfg.mapper) as database:
+            mapped = _map_clip(database, cfg, focal, fit.residual <= calib.max_trusted_residual, max(H, W), notes)
+        source = "rotation-only" if notes.get("kept_rotation_focal") else source
     if mapped is None or len(mapped.c2w_opencv) < 2:
         # A pan, or a clip the mapper cannot place: one rotation per frame from the rotation-only model.
         c2w, focal, err = rotation_only_cameras(tracks, solved, focal if cfg.focal is None else cfg.focal, pairs)
@@ -166,7 +176,6 @@ def solve_cameras(frames: UInt8[np.ndarray, "L H W 3"], cfg: SolverConfig = Solv
                   "parallax_deg": mapped.triangulation_angle}
     seconds["geometry"] = time.perf_counter() - t
     cameras = {k: c2w[owner[k]] for k in range(L) if owner[k] in c2w}
-    result = SolverResult(cameras, K, (H, W), points, colors, solved, {k: v for k, v in owner.items() if k != v},
-                          [k for k in solved if k not in c2w], model, source, checks,
-                          check_warnings(checks, cfg.checks), seconds, notes)
-    return result
+    return SolverResult(cameras, K, (H, W), points, colors, solved, {k: v for k, v in owner.items() if k != v},
+                        [k for k in solved if k not in c2w], model, source, checks, check_warnings(checks, cfg.checks),
+                        seconds, notes)

@@ -7,8 +7,8 @@ forward-backward check drops what flow cannot follow. COLMAP's geometric verific
 geometry (``mapper``).
 
 Per frame, in time order (``flow_tracks``):
-  1. Flow i -> i+1 and back (DIS, OpenCV), started from zero and from the previous pair's flow (constant
-     velocity); the start whose forward-backward check keeps more textured pixels wins.
+  1. Flow i -> i+1 and back (DIS, OpenCV). (Starting it from the previous pair's flow, constant velocity, as the
+     old solver did for repeated textures, never won on the validation clips, so it is not done.)
   2. Every keypoint of frame i moves along the flow into frame i+1 and keeps its track where the backward flow
      returns within ``fb_tolerance`` and the target is inside the frame; at most one keypoint per ``cell``
      (the older track wins).
@@ -32,15 +32,10 @@ import cv2
 import numpy as np
 from jaxtyping import Float, Int, UInt8
 
+from pensieve_ns.data.frames import grey
 from pensieve_ns.sfm.config import TrackConfig
 
 Pair = Tuple[int, int]
-
-
-def grey(image: UInt8[np.ndarray, "H W 3"], up: int = 1) -> UInt8[np.ndarray, "h w"]:
-    """RGB uint8 -> grey uint8, upsampled ``up`` times (cubic) for optical flow on small frames."""
-    g = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    return g if up == 1 else cv2.resize(g, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
 
 
 def texture(image_grey: UInt8[np.ndarray, "H W"]) -> Float[np.ndarray, "H W"]:
@@ -113,34 +108,13 @@ class Tracks:
 
 
 class _Flow:
-    """DIS optical flow with the choice of start of ``flow_tracks`` step 1."""
+    """DIS optical flow (OpenCV's MEDIUM preset), started from zero or from a given flow."""
 
     def __init__(self):
         self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
     def calc(self, a, b, start=None):
         return self.dis.calc(a, b, None if start is None else np.ascontiguousarray(start, np.float32))
-
-    def best_pair(self, a, b, textured, starts, up: int, tolerance: float):
-        """Flows (a -> b, b -> a) from each forward start in ``starts`` (None: zero); the pair whose
-        forward-backward check keeps the most textured pixels of a."""
-        best, best_share = None, -1.0
-        for start in starts:
-            f = self.calc(a, b, start)
-            g = self.calc(b, a, None if start is None else inverse_flow(f))
-            kept, _ = follow(textured, f, g, up, (a.shape[0] // up, a.shape[1] // up), tolerance)
-            share = float(kept.mean()) if len(kept) else 0.0
-            if share > best_share:
-                best, best_share = (f, g), share
-        return best
-
-
-def inverse_flow(f: Float[np.ndarray, "h w 2"]) -> Float[np.ndarray, "h w 2"]:
-    """Approximate flow b -> a of a flow a -> b: minus the forward flow at the point that lands there (one
-    fixed-point step); a start for DIS, which refines it."""
-    h, w = f.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    return -cv2.remap(f, xs - f[..., 0], ys - f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _new_keypoints(tex: Float[np.ndarray, "H W"], taken: Float[np.ndarray, "N 2"], cfg: TrackConfig) -> Float[np.ndarray, "M 2"]:
@@ -190,15 +164,12 @@ def flow_tracks(frames: UInt8[np.ndarray, "L H W 3"], cfg: TrackConfig = TrackCo
     tracks.track_ids.append(np.arange(len(pts)))
     next_id = len(pts)
     greys[0] = grey(frames[0], up)
-    velocity = None
     for j in range(1, L):
         g = grey(frames[j])
         greys[j] = g if up == 1 else grey(frames[j], up)
         i = j - 1
-        starts = [None] if velocity is None else [None, velocity]
-        f, b = flow.best_pair(greys[i], greys[j], tracks.keypoints[i], starts, up, cfg.fb_tolerance)
+        f, b = flow.calc(greys[i], greys[j]), flow.calc(greys[j], greys[i])
         flows[(i, j)], flows[(j, i)] = f, b
-        velocity = f
         kept, target = follow(tracks.keypoints[i], f, b, up, (H, W), cfg.fb_tolerance)
         moved = np.linalg.norm(target[kept] - tracks.keypoints[i][kept], axis=1)
         tracks.motion.append(float(np.median(moved)) if len(moved) else float("nan"))
