@@ -2,8 +2,10 @@
 
 nerfstudio 1.1.5 ``torch.save``s straight to ``step-N.ckpt`` and then deletes older checkpoints, so a run killed
 mid-write can leave a truncated newest checkpoint that ``--load-dir`` picks up. Here the checkpoint is written to a
-hidden temporary file in the same folder, flushed to disk, and renamed into place (atomic on POSIX); older
-checkpoints are removed only after that.
+hidden temporary file in the run folder (beside the checkpoint folder, on the same file system), flushed to disk,
+and renamed into place (atomic on POSIX); older checkpoints are removed only after that. The temporary file must not
+sit in the checkpoint folder: nerfstudio's ``--load-dir`` parses a step number out of every file name there, and a
+run killed mid-write then could not resume.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class PensieveTrainer(Trainer):
     def save_checkpoint(self, step: int) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
-        tmp_path = self.checkpoint_dir / f".{ckpt_path.name}.tmp"  # not matched by nerfstudio's *.ckpt globs
+        tmp_path = self.checkpoint_dir.parent / f".{ckpt_path.name}.tmp"  # outside the folder --load-dir lists
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
         pipeline.update_scene()  # stage 2: the current scene of ns-export / ns-viewer travels in the checkpoint
         state = {
