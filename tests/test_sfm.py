@@ -87,6 +87,16 @@ def test_solver_recovers_an_arc_with_its_focal_length(arc):
     assert (depth > 0).mean() > 0.95
 
 
+def test_global_mapping_is_an_option(arc):
+    """COLMAP's global mapper (GLOMAP) in place of the incremental one, on the CPU."""
+    from dataclasses import replace
+
+    cfg = SolverConfig()
+    result = solve_cameras(arc.frames, replace(cfg, mapper=replace(cfg.mapper, mapping="global")))
+    assert result.model == "global" and len(result.c2w_opencv) >= 11
+    assert _racc(result.c2w_opencv, arc.c2w_opencv) > 0.8
+
+
 def test_a_given_focal_length_is_kept(arc):
     focal = float(arc.K[0, 0])
     result = solve_cameras(arc.frames, SolverConfig(focal=focal))

@@ -152,7 +152,7 @@ def solve_input(cfg: CamerasConfig) -> dict:
         frames, full, names = read_working_frames(clip, ids, tmp / "images", cfg.link_images, cfg.max_size)
         read_s = time.perf_counter() - t0
         scale = frames.shape[2] / full[1]
-        solver = replace(cfg.solver, max_size=cfg.max_size, min_motion=cfg.min_motion,
+        solver = replace(cfg.solver, min_motion=cfg.min_motion,
                          focal=None if cfg.focal is None else cfg.focal * scale,
                          mapper=replace(cfg.solver.mapper, camera_model=cfg.camera_model))
         try:

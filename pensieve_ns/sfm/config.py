@@ -87,8 +87,6 @@ class CheckConfig:
 
 @dataclass
 class SolverConfig:
-    max_size: int = 384
-    """Working frames: larger inputs are downscaled (area) so their short side is this many pixels."""
     min_motion: float = 0.0
     """Frames whose tracks moved less than this many working pixels (median) since the last solved frame take
     that frame's camera instead of being solved (0: every frame is solved)."""
