@@ -115,6 +115,17 @@ def test_a_pan_is_solved_rotation_only_and_flagged(pan):
     assert any("rotation only" in w for w in result.warnings)
 
 
+def test_a_pan_the_pan_test_misses_falls_back_to_rotation_only(pan):
+    """With the pan test switched off, the mapper cannot place a camera that only turns (no parallax); the
+    rotation-only model, which explains the flow, solves the clip instead."""
+    from dataclasses import replace
+
+    cfg = SolverConfig()
+    result = solve_cameras(pan.frames, replace(cfg, calibration=replace(cfg.calibration, max_pan_residual=-1.0)))
+    assert result.model == "rotation-only" and result.notes["rotation_only_error_px"] < 1.0
+    assert _racc(result.c2w_opencv, pan.c2w_opencv) == 1.0
+
+
 def test_rotation_focal_recovers_the_focal_length_of_a_turning_camera():
     """Keypoints of points at infinity seen by a camera turning 3 degrees per frame: the focal length that makes the
     homographies rotations is the true one, and the rotation-only adjustment returns the rotations."""

@@ -65,7 +65,10 @@ class CalibrationConfig:
     min_pan_inliers: float = 0.9
     max_trusted_residual: float = 0.02
     """Up to this residual the rotation-only focal length is trusted over a self-calibration that ran away from it
-    (validation: desk 0.007-0.008, its focal length 2-4 % off; walks 0.04-0.05 and orbits 0.2-3, 8-54 % off)."""
+    (validation: desk 0.007-0.008, its focal length 2-4 % off; walks 0.04-0.05 and orbits 0.2-3, 8-54 % off), and
+    a clip the mapper registers only partly may be solved rotation-only."""
+    max_rotation_error: float = 1.0
+    """Median reprojection error (working pixels) up to which rotation-only cameras replace a partial mapping."""
 
 
 @dataclass

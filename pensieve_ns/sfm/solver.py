@@ -15,7 +15,9 @@ Steps, for working frames [L, H, W, 3] in time order:
   5. When that solve's focal length leaves the plausible range or moves more than ``max_focal_change`` from a
      start that the rotation-only model trusts (residual up to ``max_trusted_residual``), self-calibration was
      ill-posed (little parallax): the clip is mapped again with the focal length fixed at the start.
-  6. ``check_warnings``: self-checks without truth.
+  6. A clip the mapper leaves partly unregistered, whose flow the rotation-only model explains (residual up to
+     ``max_trusted_residual``, matches within ``max_rotation_error``), is solved rotation-only too: a near-pan.
+  7. ``check_warnings``: self-checks without truth.
 
 Conventions: working-frame pixels, pixel centres at +0.5 (COLMAP's); cameras are OpenCV camera-to-world.
 """
@@ -155,12 +157,17 @@ def solve_cameras(frames: UInt8[np.ndarray, "L H W 3"], cfg: SolverConfig = Solv
         with TrackDatabase(frames, tracks, solved, cfg.tracks.match_window, cfg.mapper) as database:
             mapped = _map_clip(database, cfg, focal, fit.residual <= calib.max_trusted_residual, max(H, W), notes)
         source = "rotation-only" if notes.get("kept_rotation_focal") else source
-    if mapped is None or len(mapped.c2w_opencv) < 2:
-        # A pan, or a clip the mapper cannot place: one rotation per frame from the rotation-only model.
-        c2w, focal, err = rotation_only_cameras(tracks, solved, focal if cfg.focal is None else cfg.focal, pairs)
-        if cfg.focal:
-            focal = cfg.focal
+    rotation = None
+    if pan or mapped is None or len(mapped.c2w_opencv) < min(len(solved), 2) or \
+            (len(mapped.c2w_opencv) < len(solved) and fit.residual <= calib.max_trusted_residual):
+        # A pan, or a clip the mapper cannot place (fully) whose flow turning in place explains: one rotation per
+        # frame from the rotation-only model, kept where it reprojects the matches within max_rotation_error.
+        c2w, f_rot, err = rotation_only_cameras(tracks, solved, focal, pairs)
         notes["rotation_only_error_px"] = err
+        if pan or mapped is None or len(mapped.c2w_opencv) < 2 or err <= calib.max_rotation_error:
+            rotation = c2w, (cfg.focal or f_rot)
+    if rotation is not None:
+        c2w, focal = rotation
         model, source = "rotation-only", "given" if cfg.focal else "rotation-only"
         K = np.array([[focal, 0, W / 2], [0, focal, H / 2], [0, 0, 1.0]])
         points, colors = np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
