@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -54,6 +55,9 @@ class ReconstructConfig:
     window: int = 8
     """Most frames per model pass; longer selections are chained windows overlapping by 2 frames."""
     novel_view_frames: int = 30
+    cameras: Optional[Path] = None
+    """A ``transforms.json`` that ``pensieve-cameras`` wrote for the same input: its cameras and intrinsics are given
+    to the model instead of the ones it predicts (a run whose depth head reads its own cameras cannot take them)."""
 
 
 def read_frames(cfg: ReconstructConfig, hw):
@@ -70,6 +74,31 @@ def read_frames(cfg: ReconstructConfig, hw):
     frames = [resize_center_crop(f, hw) for f in clip.read([int(i) for i in ids])]
     images = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
     return images, ids, clip
+
+
+def given_cameras(path: Path, ids, native_hw, hw):
+    """Cameras of the selected frames from a pensieve-cameras ``transforms.json`` (OpenGL, full-resolution
+    intrinsics) -> (OpenCV camera-to-world [L, 4, 4], intrinsics [3, 3] of the model's resized and cropped frames)."""
+    import json
+
+    from pensieve_ns.cameras import intrinsics_matrix, opengl_to_opencv_c2w
+    from pensieve_ns.data.frames import fit_matrix
+
+    try:
+        meta = json.loads(Path(path).read_text())
+        frames = {int(f["source_frame"]): f["transform_matrix"] for f in meta["frames"]}
+        K = intrinsics_matrix(meta["fl_x"], meta["fl_y"], meta["cx"], meta["cy"])
+        size = (int(meta["h"]), int(meta["w"]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PensieveInputError(path, f"not a pensieve-cameras transforms.json ({type(err).__name__}: {err})") from None
+    if size != tuple(native_hw):
+        raise PensieveInputError(path, f"is for {size[1]}x{size[0]} frames; the input's are {native_hw[1]}x{native_hw[0]}")
+    missing = [int(i) for i in ids if int(i) not in frames]
+    if missing:
+        raise PensieveInputError(path, f"has no camera for frame(s) {missing[:5]} of the input (not registered); "
+                                 "choose other frames with --num-frames / --stride")
+    c2w = np.stack([opengl_to_opencv_c2w(np.asarray(frames[int(i)], np.float64)) for i in ids])
+    return torch.from_numpy(c2w).float(), torch.from_numpy(fit_matrix(native_hw, hw) @ K).float()
 
 
 def window_starts(num: int, window: int, overlap: int = 2) -> list:
@@ -166,6 +195,13 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
     has_gaussians = model.gaussian_head is not None  # a stage-1 run gives cameras only
     hw = tuple(trainer_config.pipeline.datamanager.image_size)
     images, ids, clip = read_frames(cfg, hw)
+    given = None
+    if cfg.cameras is not None:
+        if model.depth_head is not None:
+            raise PensieveInputError(cfg.cameras, "this run's depth head reads the cameras it predicts itself; "
+                                     "--cameras needs a run without it")
+        given = given_cameras(cfg.cameras, ids, clip.native_hw, hw)
+        model.config.camera_source = "ground_truth"  # the forward pass takes the batch's cameras
     times["load"] = time.perf_counter() - t
     L, (H, W) = len(images), hw
     t = time.perf_counter()
@@ -177,7 +213,10 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
         progress.advance(task)
         n = min(window, L)
         ctx = torch.from_numpy(np.unique(np.linspace(0, n - 1, min(max(cfg.context, 1), n)).round().astype(int)))
-        pred = model({"images": images[None, start:start + n], "context": ctx[None]})
+        batch = {"images": images[None, start:start + n], "context": ctx[None]}
+        if given is not None:
+            batch.update(gt_c2w_opencv=given[0][None, start:start + n], gt_K=given[1].expand(1, n, 3, 3))
+        pred = model(batch)
         cams.append(pred["c2w_opencv"][0])
         Ks.append(pred["K"][0, 0])
         splats.append(pred.get("gaussians"))
@@ -199,7 +238,8 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
     with staged_folder(out) as tmp:
         t = time.perf_counter()
         write_scene(tmp, images, ids, c2w, K, {"checkpoint": str(ckpt), "method": trainer_config.method_name,
-                                               "input": str(cfg.input), "context_frames": context, "window_starts": starts})
+                                               "input": str(cfg.input), "context_frames": context, "window_starts": starts,
+                                               "cameras": str(cfg.cameras) if given is not None else "predicted"})
         if has_gaussians:
             model.set_scene(merged["means"], merged["quats"], merged["scales"], merged["opacities"], merged["colors"], c2w,
                             K.expand(L, 3, 3), images)

@@ -206,6 +206,41 @@ def test_pensieve_reconstruct_refuses_bad_input_without_writing(stage2_run, mp4_
     assert "pensieve-reconstruct: error:" in refused(stage2_run / "config.yml", empty)
 
 
+@pytest.mark.slow
+def test_pensieve_reconstruct_takes_the_cameras_of_pensieve_cameras(stage2_run, tmp_path):
+    """The hand-off: pensieve-cameras solves a clip, pensieve-reconstruct places the model's Gaussians with those
+    cameras instead of its own (relative rotations kept exactly; the scale is the model's normalisation)."""
+    import json
+
+    import cv2
+
+    from pensieve_ns.data.synthetic import generate_clip
+    from pensieve_ns.sfm.cli import CamerasConfig, solve_input
+
+    clip = generate_clip(30002, 12, 128, "heldout", path_kind="arc")
+    (tmp_path / "in").mkdir()
+    for k, frame in enumerate(clip.frames):
+        cv2.imwrite(str(tmp_path / "in" / f"frame_{k:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    solve_input(CamerasConfig(tmp_path / "in", tmp_path / "cams"))
+    given = json.loads((tmp_path / "cams" / "transforms.json").read_text())
+    ids = sorted(f["source_frame"] for f in given["frames"])[:6]  # frames that have a camera
+    assert ids == list(range(6)), ids
+    run = reconstruct(stage2_run / "config.yml", tmp_path / "in", tmp_path / "rec", "--num-frames", 6, "--window", 6,
+                      "--cameras", tmp_path / "cams" / "transforms.json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads((tmp_path / "rec" / "transforms.json").read_text())
+    assert out["pensieve"]["cameras"].endswith("transforms.json")
+    R_out = np.array([f["transform_matrix"] for f in out["frames"]])[:, :3, :3]
+    by_id = {f["source_frame"]: np.array(f["transform_matrix"])[:3, :3] for f in given["frames"]}
+    R_in = np.stack([by_id[f["source_frame"]] for f in out["frames"]])
+    assert np.allclose(R_out[0].T @ R_out, R_in[0].T @ R_in, atol=1e-4)  # relative rotations: the given ones
+    # A transforms.json for frames of another size is refused with one line, nothing written.
+    given["w"] = 64
+    (tmp_path / "other.json").write_text(json.dumps(given))
+    bad = reconstruct(stage2_run / "config.yml", tmp_path / "in", tmp_path / "rec2", "--cameras", tmp_path / "other.json")
+    assert bad.returncode == 2 and "is for 64x128 frames" in bad.stderr and not (tmp_path / "rec2").exists()
+
+
 def test_chained_windows_recover_a_trajectory_seen_in_other_frames_and_scales():
     from pensieve_ns.eval.align import apply_similarity
     from pensieve_ns.reconstruct import chain_windows, window_starts
