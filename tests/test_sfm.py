@@ -80,7 +80,7 @@ def test_solver_recovers_an_arc_with_its_focal_length(arc):
     assert _racc(result.c2w_opencv, arc.c2w_opencv) == 1.0
     assert _racc({k: np.eye(4) for k in range(12)}, arc.c2w_opencv) < 0.3  # identity fails: the test can fail
     assert focal_error(float(result.K[0, 0]), float(arc.K[0, 0])) < 0.08  # measured 0.056 (12 frames at 128 px)
-    assert result.model == "incremental" and result.reliable, result.warnings
+    assert result.model in ("incremental", "global") and result.reliable, result.warnings
     assert len(result.points) > 100
     cam = result.c2w_opencv[0]
     depth = (result.points - cam[:3, 3]) @ cam[:3, :3][:, 2]
@@ -92,7 +92,7 @@ def test_global_mapping_is_an_option(arc):
     from dataclasses import replace
 
     cfg = SolverConfig()
-    result = solve_cameras(arc.frames, replace(cfg, mapper=replace(cfg.mapper, mapping="global")))
+    result = solve_cameras(arc.frames, replace(cfg, mapper=replace(cfg.mapper, mapping="global", compare_mappers=False)))
     assert result.model == "global" and len(result.c2w_opencv) >= 11
     assert _racc(result.c2w_opencv, arc.c2w_opencv) > 0.8
 

@@ -42,6 +42,13 @@ class MapResult:
     """Two-view verification: inlier share of adjacent pairs' matches (mean), and of all pairs' (mean)."""
     models: int = 1
     seconds: Dict[str, float] = field(default_factory=dict)
+    mapping: str = "incremental"
+    """Which of COLMAP's mappers made it."""
+
+    @property
+    def median_error(self) -> float:
+        """Median reprojection error of the points (working pixels); infinite without points."""
+        return float(np.median(self.point_errors)) if len(self.point_errors) else float("inf")
 
 
 def _write_database(db_path: Path, image_dir: Path, frames, tracks: Tracks, solved: List[int], window: int,
@@ -135,9 +142,11 @@ class TrackDatabase:
     def close(self) -> None:
         self._tmp.cleanup()
 
-    def map(self, focal: Optional[float] = None, fix_focal: bool = False, seed: int = 0) -> Optional[MapResult]:
+    def map(self, focal: Optional[float] = None, fix_focal: bool = False, seed: int = 0,
+            mapping: Optional[str] = None) -> Optional[MapResult]:
         """One mapping; None when no reconstruction comes out. focal: the camera's starting focal length in working
-        pixels (COLMAP's default 1.2x the long side without it), kept fixed with fix_focal."""
+        pixels (COLMAP's default 1.2x the long side without it), kept fixed with fix_focal; mapping: incremental or
+        global (default: the config's)."""
         import pycolmap
 
         db = pycolmap.Database.open(self.db_path)
@@ -153,12 +162,13 @@ class TrackDatabase:
         out.mkdir()
         self.runs += 1
         t = time.perf_counter()
-        recs = _map(self.db_path, self.root / "images", out, replace(self.cfg, seed=self.cfg.seed + seed), fix_focal)
+        cfg = replace(self.cfg, seed=self.cfg.seed + seed, mapping=mapping or self.cfg.mapping)
+        recs = _map(self.db_path, self.root / "images", out, cfg, fix_focal)
         seconds = {**self.seconds, "mapping": time.perf_counter() - t}
         if not recs:
             return None
         rec = max(recs.values(), key=lambda r: r.num_reg_images())
-        return _result(rec, {v: k for k, v in self.ids.items()}, self.verified, len(recs), seconds)
+        return _result(rec, {v: k for k, v in self.ids.items()}, self.verified, len(recs), seconds, cfg.mapping)
 
 
 def _map(db_path: Path, image_dir: Path, out: Path, cfg: MapperConfig, fix_focal: bool):
@@ -187,7 +197,7 @@ def _map(db_path: Path, image_dir: Path, out: Path, cfg: MapperConfig, fix_focal
     return pycolmap.incremental_mapping(db_path, image_dir, out, options)
 
 
-def _result(rec, frame_of_image: Dict[int, int], verified, models: int, seconds) -> MapResult:
+def _result(rec, frame_of_image: Dict[int, int], verified, models: int, seconds, mapping: str) -> MapResult:
     c2w = {}
     for image_id, image in rec.images.items():
         if image.has_pose:
@@ -212,4 +222,4 @@ def _result(rec, frame_of_image: Dict[int, int], verified, models: int, seconds)
         angles.append(np.degrees(np.arccos(cos.min())))
     observations = int(sum(p.track.length() for p in pts))
     return MapResult(c2w, params, xyz, rgb, err, float(np.median(angles)) if angles else 0.0, observations, verified,
-                     models, seconds)
+                     models, seconds, mapping)

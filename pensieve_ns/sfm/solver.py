@@ -10,8 +10,9 @@ Steps, for working frames [L, H, W, 3] in time order:
   3. ``rotation_focal``: the focal length that makes the flow homographies rotations. Where they are rotations
      (residual up to ``max_pan_residual``) and explain the matches, the clip is a pan: ``rotation_only_cameras``.
   4. Otherwise pycolmap maps the tracks with the focal length started there and refined by its bundle
-     adjustment, from ``restarts`` random seeds; the solve that registers the most frames, then explains the most
-     observations, is kept (on ambiguous clips a wrong solve explains fewer: its residuals are larger).
+     adjustment, with its incremental and its global mapper (``compare_mappers``); the solve that registers the
+     most frames, then reprojects its points best, is kept (on ambiguous clips a wrong solve sits in a worse
+     optimum: its residuals are larger).
   5. When that solve's focal length leaves the plausible range or moves more than ``max_focal_change`` from a
      start that the rotation-only model trusts (residual up to ``max_trusted_residual``), self-calibration was
      ill-posed (little parallax): the clip is mapped again with the focal length fixed at the start.
@@ -94,13 +95,19 @@ def _explained_share(tracks: Tracks, result: MapResult, solved: List[int]) -> fl
 
 
 def _best_map(database: TrackDatabase, cfg: SolverConfig, focal: float, fixed: bool) -> Optional[MapResult]:
-    """The mapping from several seeds that registers the most frames, then explains the most observations."""
+    """Mappings from ``restarts`` seeds (and, with ``compare_mappers``, the other mapper): the one that registers
+    the most frames, then whose points reproject best. Solves with the same freedom minimise the same error, so the
+    lower one is the better optimum; a self-consistent wrong solve sits in a worse one."""
+    mappings = [cfg.mapper.mapping]
+    if cfg.mapper.compare_mappers:
+        mappings.append("global" if cfg.mapper.mapping == "incremental" else "incremental")
     best = None
-    for seed in range(cfg.restarts):
-        result = database.map(focal, fix_focal=fixed, seed=seed)
-        if result is not None and (best is None or (len(result.c2w_opencv), result.observations) >
-                                   (len(best.c2w_opencv), best.observations)):
-            best = result
+    for mapping in mappings:
+        for seed in range(cfg.restarts):
+            result = database.map(focal, fix_focal=fixed, seed=seed, mapping=mapping)
+            if result is not None and (best is None or (len(result.c2w_opencv), -result.median_error) >
+                                       (len(best.c2w_opencv), -best.median_error)):
+                best = result
     return best
 
 
@@ -150,7 +157,7 @@ def solve_cameras(frames: UInt8[np.ndarray, "L H W 3"], cfg: SolverConfig = Solv
     notes = {"rotation_focal": fit.focal, "homography_inliers": fit.homography_inliers,
              "rotation_deg": fit.rotation_deg, "rotation_residual": fit.residual}
     t = time.perf_counter()
-    model, source, mapped = cfg.mapper.mapping, "given" if cfg.focal else "self-calibrated", None
+    source, mapped = "given" if cfg.focal else "self-calibrated", None
     calib = cfg.calibration
     pan = fit.residual <= calib.max_pan_residual and fit.homography_inliers >= calib.min_pan_inliers
     if not pan:
@@ -173,7 +180,7 @@ def solve_cameras(frames: UInt8[np.ndarray, "L H W 3"], cfg: SolverConfig = Solv
         points, colors = np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
         checks = {"registered": 1.0, "focal_ratio": focal / max(H, W), "rotation_only": 1.0}
     else:
-        c2w = mapped.c2w_opencv
+        c2w, model = mapped.c2w_opencv, mapped.mapping
         p = mapped.params
         K = np.array([[p["fx"], 0, p["cx"]], [0, p["fy"], p["cy"]], [0, 0, 1.0]])
         points, colors = mapped.points, mapped.colors
