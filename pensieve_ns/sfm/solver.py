@@ -10,9 +10,9 @@ Steps, for working frames [L, H, W, 3] in time order:
   3. ``rotation_focal``: the focal length that makes the flow homographies rotations. Where they are rotations
      (residual up to ``max_pan_residual``) and explain the matches, the clip is a pan: ``rotation_only_cameras``.
   4. Otherwise pycolmap maps the tracks with the focal length started there and refined by its bundle
-     adjustment, with its incremental and its global mapper (``compare_mappers``); the solve that registers the
-     most frames, then reprojects its points best, is kept (on ambiguous clips a wrong solve sits in a worse
-     optimum: its residuals are larger).
+     adjustment, with its incremental and its global mapper (``compare_mappers``); the incremental solve is kept
+     unless the global one registers more frames or reprojects its points clearly better (on ambiguous clips a
+     wrong solve sits in a worse optimum: its residuals are larger).
   5. When that solve's focal length leaves the plausible range or moves more than ``max_focal_change`` from a
      start that the rotation-only model trusts (residual up to ``max_trusted_residual``), self-calibration was
      ill-posed (little parallax): the clip is mapped again with the focal length fixed at the start.
@@ -94,21 +94,34 @@ def _explained_share(tracks: Tracks, result: MapResult, solved: List[int]) -> fl
     return result.observations / max(total, 1)
 
 
+def _better(a: Optional[MapResult], b: Optional[MapResult], margin: float = 1.0) -> bool:
+    """Whether solve a beats b: more frames registered, or as many and points that reproject better, by the margin
+    (a's median error below margin x b's)."""
+    if a is None:
+        return False
+    if b is None or len(a.c2w_opencv) != len(b.c2w_opencv):
+        return b is None or len(a.c2w_opencv) > len(b.c2w_opencv)
+    return a.median_error < margin * b.median_error
+
+
 def _best_map(database: TrackDatabase, cfg: SolverConfig, focal: float, fixed: bool) -> Optional[MapResult]:
-    """Mappings from ``restarts`` seeds (and, with ``compare_mappers``, the other mapper): the one that registers
-    the most frames, then whose points reproject best. Solves with the same freedom minimise the same error, so the
-    lower one is the better optimum; a self-consistent wrong solve sits in a worse one."""
+    """The configured mapper's best solve over ``restarts`` seeds, replaced by the other mapper's (with
+    ``compare_mappers``) where that registers more frames, or as many with points that reproject clearly better
+    (``switch_margin``). Solves with the same freedom minimise the same error, so a clearly lower one is the better
+    optimum: a self-consistent wrong solve sits in a worse one. The margin keeps the configured mapper where the two
+    are close (validation: both right, global 0.89-0.97x incremental's error, its focal length no better)."""
+    best = {}
     mappings = [cfg.mapper.mapping]
     if cfg.mapper.compare_mappers:
         mappings.append("global" if cfg.mapper.mapping == "incremental" else "incremental")
-    best = None
     for mapping in mappings:
         for seed in range(cfg.restarts):
             result = database.map(focal, fix_focal=fixed, seed=seed, mapping=mapping)
-            if result is not None and (best is None or (len(result.c2w_opencv), -result.median_error) >
-                                       (len(best.c2w_opencv), -best.median_error)):
-                best = result
-    return best
+            if _better(result, best.get(mapping)):
+                best[mapping] = result
+    primary = best.get(mappings[0])
+    other = best.get(mappings[-1]) if len(mappings) > 1 else None
+    return other if _better(other, primary, cfg.mapper.switch_margin) else primary
 
 
 def _suspect_focal(focal: float, start: float, long_side: int, cfg: SolverConfig) -> bool:
