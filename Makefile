@@ -38,7 +38,7 @@ test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow"
 
 demo: install
-	$(PY) -m pensieve_ns.demo --out $(DEMO_OUT)
+	$(PY) -m pensieve_ns.demo --pretrained pretrained --out $(DEMO_OUT)
 
 clean:
 	rm -rf $(VENV) outputs

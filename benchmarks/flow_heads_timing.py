@@ -23,9 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model_timing import time_call  # noqa: E402
 
 from pensieve_ns.method_configs import stage2_config  # noqa: E402
+from pensieve_ns.model.camera_head import CameraHeadConfig  # noqa: E402
+from pensieve_ns.model.flow_depth import FlowDepthHeadConfig  # noqa: E402
+from pensieve_ns.model.flow_pose import FlowCameraHeadConfig  # noqa: E402
+from pensieve_ns.model.gaussian_head import DepthHeadConfig  # noqa: E402
 
-VARIANTS = {"preset heads": {}, "flow camera head": {"camera_head": "flow_pose"},
-            "flow camera + depth heads": {"camera_head": "flow_pose", "depth_head": "flow"}}
+VARIANTS = {"paper heads": {"camera_head": CameraHeadConfig(hidden=128), "depth_head": DepthHeadConfig()},
+            "flow camera head": {"camera_head": FlowCameraHeadConfig(), "depth_head": DepthHeadConfig()},
+            "flow camera + depth heads": {"camera_head": FlowCameraHeadConfig(), "depth_head": FlowDepthHeadConfig()}}
 
 
 def step_fn(preset: str, size: int, batch_size: int, overrides: dict):
@@ -52,7 +57,7 @@ def step_fn(preset: str, size: int, batch_size: int, overrides: dict):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="prior32")
+    p.add_argument("--preset", default="flow64")
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     p.add_argument("--batch-size", type=int, default=0, help="0: the preset's")
     p.add_argument("--repeats", type=int, default=5)

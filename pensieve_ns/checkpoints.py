@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from pensieve_ns.errors import PensieveInputError
 
-STAGE1_MODULES = ("encoder.", "camera_head.", "lvsm.")  # what stage 2 takes over (method.md §2.3)
+STAGE1_MODULES = ("encoder.", "camera_head.", "lvsm.")  # what stage 2 takes over (docs/method.md §2.3)
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -60,7 +60,7 @@ def load_model_state(ckpt: Path) -> Dict[str, Tensor]:
 
 
 def load_head_weights(path: Path, head: Optional[nn.Module] = None, what: str = "camera head") -> Dict[str, Tensor]:
-    """A pre-trained head's state dict (keys 'net.*': ``PairCameraHead``, ``FlowCameraHead``, ``FlowDepthHead``), or
+    """A pre-trained head's state dict (keys 'net.*': ``FlowCameraHead``, ``FlowDepthHead``), or
     a clear error: missing, unreadable, not such a file, or (given ``head``) one for another kind of head."""
     path = Path(path)
     if not path.is_file():
@@ -77,14 +77,6 @@ def load_head_weights(path: Path, head: Optional[nn.Module] = None, what: str = 
             raise PensieveInputError(path, f"these weights are not for a {type(head).__name__} of this size "
                                            f"(another kind of {what} or width?)")
     return state
-
-
-def load_camera_head_weights(path: Path, head: Optional[nn.Module] = None) -> Dict[str, Tensor]:
-    return load_head_weights(path, head, "camera head")
-
-
-def load_depth_head_weights(path: Path, head: Optional[nn.Module] = None) -> Dict[str, Tensor]:
-    return load_head_weights(path, head, "depth head")
 
 
 def load_stage1_weights(model: nn.Module, path: Path, modules: Iterable[str] = STAGE1_MODULES) -> Tuple[Path, int]:
@@ -121,11 +113,12 @@ def load_stage1_weights(model: nn.Module, path: Path, modules: Iterable[str] = S
 
 
 def forget_start_weights(model_config) -> None:
-    """For a model a checkpoint is about to fill: drop the paths of the heads' starting weights (``camera_head_weights``,
-    ``depth_head_weights``). The checkpoint holds the trained heads, so those files need not exist any more (a run
-    read from another clone, or after the repository moved)."""
-    model_config.camera_head_weights = None
-    model_config.depth_head_weights = None
+    """For a model a checkpoint is about to fill: drop the paths of the heads' starting weights (``weights`` of the
+    camera and depth head configs). The checkpoint holds the trained heads, so those files need not exist any more
+    (a run read from another clone, or after the repository moved)."""
+    for head in (getattr(model_config, "camera_head", None), getattr(model_config, "depth_head", None)):
+        if hasattr(head, "weights"):
+            head.weights = None
 
 
 def load_run(config_path: Path, methods: Tuple[str, ...], program: str):

@@ -1,5 +1,5 @@
-"""Losses that need more than a line: LPIPS-VGG loading (offline-aware), the depth projection loss and the
-edge-aware disparity smoothness of stage 2."""
+"""Losses that need more than a line: the weighted image loss, LPIPS-VGG loading (offline-aware), the depth
+projection loss and the edge-aware disparity smoothness of stage 2."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from torch import Tensor
 
 from pensieve_ns.cameras import invert_rigid, unproject_depth
 from pensieve_ns.errors import PensieveInputError
+
+
+def gather_frames(x: Float[Tensor, "B L *rest"], index: Tensor) -> Float[Tensor, "B G *rest"]:
+    """x[b, index[b]] for every b."""
+    return torch.gather(x, 1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
+
+
+def weighted_image_loss(per_frame: Float[Tensor, "B L"], weights: Float[Tensor, "B L"]) -> Float[Tensor, ""]:
+    """Pooled weighted mean: sum of per-frame means times their weights over the sum of weights (docs/method.md §2.2)."""
+    return (per_frame * weights).sum() / weights.sum()
 
 
 def load_lpips_vgg():
@@ -41,7 +51,6 @@ def warp_frames(
     """Sample each target frame (bilinear) where the world points of a source pixel grid project into it.
 
     Returns the warped frames and a mask of points in front of the target camera (z > near) and inside its image.
-    Shared by the depth projection loss and test-time refinement (``refine.py``).
     """
     N, _, H, W = target_images.shape
     w2c = invert_rigid(target_c2w_opencv)
@@ -66,7 +75,7 @@ def depth_projection_loss(
     K: Float[Tensor, "B L 3 3"],
     radius: int = 3,
 ) -> Tuple[Float[Tensor, ""], Float[Tensor, ""]]:
-    """Photometric reprojection (method.md §2.2): warp real frames with depth and cameras.
+    """Photometric reprojection (docs/method.md §2.2): warp real frames with depth and cameras.
 
     For each depth map (frame ``source[b, s]`` of the clip), back-project its pixel centres with that frame's
     camera, project them into the frames r = ±1..±radius away in the clip's (shuffled) order, sample those real
@@ -76,7 +85,6 @@ def depth_projection_loss(
     """
     B, L, _, H, W = images.shape
     S = depth.shape[1]
-    from pensieve_ns.model.pensieve import gather_frames  # here: the model module imports this one
 
     src_img, src_c2w, src_K = gather_frames(images, source), gather_frames(c2w_opencv, source), gather_frames(K, source)
     world = unproject_depth(depth[:, :, 0], src_K, src_c2w).reshape(B, S, H * W, 3)
@@ -109,29 +117,3 @@ def disparity_smoothness_loss(
     wx = torch.exp(-2.0 * (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True))
     wy = torch.exp(-2.0 * (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True))
     return (dx * wx).mean() + (dy * wy).mean()
-
-
-def camera_prior_loss(
-    c2w: Float[Tensor, "B L 4 4"],
-    K: Float[Tensor, "B L 3 3"],
-    gt_c2w: Float[Tensor, "B L 4 4"],
-    gt_K: Float[Tensor, "B L 3 3"],
-    rotation_weight: float = 1.0,
-    translation_weight: float = 1.0,
-    focal_weight: float = 1.0,
-) -> Float[Tensor, ""]:
-    """Supervised camera loss of the optional SYNTHETIC PRIOR (generated clips with known cameras only).
-
-    Both camera sets (OpenCV c2w) are expressed relative to their first frame with the farthest centre at 1
-    (``normalise_cameras``), so the loss ignores the world frame and scale the model picks. Terms: squared
-    Frobenius distance of relative rotations, squared distance of normalised relative centres, and the squared
-    log ratio of focal lengths. The rotation term is about the squared angle in radians (0.03 for a 10 degree
-    error) while the centre term is of order one, so ``rotation_weight``, ``translation_weight`` and ``focal_weight`` rebalance them.
-    """
-    from pensieve_ns.cameras import normalise_cameras
-
-    pred, gt = normalise_cameras(c2w), normalise_cameras(gt_c2w)
-    rot = ((pred[:, 1:, :3, :3] - gt[:, 1:, :3, :3]) ** 2).sum(dim=(-2, -1)).mean()
-    trans = ((pred[:, 1:, :3, 3] - gt[:, 1:, :3, 3]) ** 2).sum(dim=-1).mean()
-    focal = (torch.log(K[:, :, [0, 1], [0, 1]] / gt_K[:, :, [0, 1], [0, 1]]) ** 2).mean()
-    return rotation_weight * rot + translation_weight * trans + focal_weight * focal

@@ -1,5 +1,11 @@
-"""``ns-train pensieve-stage1`` and ``ns-train pensieve-stage2``, built from the presets in ``pensieve_ns/configs/``
-(package data, so a wheel carries them).
+"""The registered methods and their presets, in Python as nerfstudio's own ``method_configs.py``.
+
+    ns-train pensieve-stage1          tiny CPU preset: 64 px, width 128, two layers per transformer
+    ns-train pensieve-stage2          the same, plus Gaussians (start from a stage-1 run: --stage1-checkpoint)
+    ns-train pensieve-stage2-flow64   stage 2 of the shipped 64 px model (its flow camera and depth heads, frozen)
+
+A preset is a function returning a ``Preset``: the stage-1 model, data and schedule, and how stage 2 extends them.
+Every field of every config is reachable from ``ns-train`` (``--pipeline.model.camera-head.freeze True`` ...).
 
 Imported by nerfstudio while it builds its CLI: keep imports cheap and never import
 ``nerfstudio.configs.method_configs`` here (circular import).
@@ -7,13 +13,11 @@ Imported by nerfstudio while it builds its CLI: keep imports cheap and never imp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Tuple, Type
+from dataclasses import dataclass, field, fields
+from typing import Callable, Dict, Tuple, Type
 
 import numpy as np
 import torch
-import yaml
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import OptimizerConfig
 from nerfstudio.engine.schedulers import CosineDecaySchedulerConfig
@@ -21,7 +25,10 @@ from nerfstudio.plugins.types import MethodSpecification
 
 from pensieve_ns.data.datamanager import PensieveDataManagerConfig
 from pensieve_ns.data.sampler import ClipSamplerConfig
-from pensieve_ns.model.pensieve import PensieveModelConfig
+from pensieve_ns.model.flow_depth import FlowDepthHeadConfig
+from pensieve_ns.model.flow_pose import FlowCameraHeadConfig
+from pensieve_ns.model.gaussian_head import GaussianHeadConfig
+from pensieve_ns.model.pensieve import PensieveModelConfig, PensieveStage2ModelConfig
 from pensieve_ns.model.vit import ViTSize
 from pensieve_ns.pipeline import PensievePipelineConfig
 from pensieve_ns.trainer import PensieveTrainerConfig
@@ -30,11 +37,9 @@ from pensieve_ns.trainer import PensieveTrainerConfig
 # weights_only=True (nerfstudio issue #3683): allow exactly those types.
 torch.serialization.add_safe_globals([np.core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in ("float64", "float32", "int64")}])
 
-# Inside the package, so a wheel install carries them (package-data in pyproject).
-PRESETS = Path(__file__).resolve().parent / "configs"
-# The flow64 preset's depth-head weights are a repository file, as the pretrained checkpoints are: a wheel install
-# without the repository gets "depth head weights not found" when that stage 2 starts, not at import.
-REPOSITORY = Path(__file__).resolve().parents[1]
+FLOW_PRIOR = ("flow camera head (and, in stage 2, flow depth head) trained on generated clips with known cameras; "
+              "decoder trained self-supervised on generated clips")
+"""What the shipped flow64 weights learned from labelled synthetic cameras (copied into their outputs)."""
 
 
 @dataclass
@@ -47,39 +52,128 @@ class AdamWOptimizerConfig(OptimizerConfig):
     weight_decay: float = 0.01
 
 
-def load_preset(name: str) -> dict:
-    path = PRESETS / f"{name}.yaml"
-    return yaml.safe_load(path.read_text())
+@dataclass
+class Schedule:
+    """Learning rate (linear warm-up, cosine decay to ``lr_final``), length and logging cadence, in optimizer steps."""
+
+    lr: float
+    lr_final: float
+    warmup_steps: int
+    steps: int
+    eval_image_every: int = 200
+    eval_all_every: int = 1000
+    save_every: int = 200
 
 
-def stage1_config(preset: str = "tiny") -> PensieveTrainerConfig:
-    p = load_preset(preset)
-    m, d, t = p["model"], p["data"], p["train"]
-    sizes = {k: ViTSize(**m[k]) for k in ("frame_vit", "camera_vit", "context_vit", "lvsm_vit")}
+@dataclass
+class Preset:
+    """Stage 1 as built, and what stage 2 adds (``stage2`` turns a stage-1 model config into stage 2's)."""
+
+    model: PensieveModelConfig
+    data: PensieveDataManagerConfig
+    schedule: Schedule
+    stage2: Callable[[PensieveModelConfig], PensieveStage2ModelConfig]
+    stage2_schedule: Schedule
+    gap_warmup: Tuple[int, int] = (1, 500)
+    """Stage 2's sampler gap warm-up: from this gap, over this many steps, to the preset's largest gap."""
+
+
+def small_vit(depth: int = 2) -> ViTSize:
+    return ViTSize(dim=128, depth=depth, heads=4, mlp_hidden=512, hook=0)
+
+
+def extend_to_stage2(model: PensieveModelConfig, **stage2) -> PensieveStage2ModelConfig:
+    """A stage-2 model config holding every field of ``model`` plus ``stage2``'s."""
+    return PensieveStage2ModelConfig(**{f.name: getattr(model, f.name) for f in fields(model) if f.init}, **stage2)
+
+
+def cpu_stage2(model: PensieveModelConfig, **extra) -> PensieveStage2ModelConfig:
+    """Stage 2 scaled to the CPU: one Gaussian per 2x2 pixels, small splats (short per-tile lists for the tiled
+    renderer), the depth projection loss decaying by step 2000."""
+    return extend_to_stage2(
+        model, gaussian_head=GaussianHeadConfig(hidden=32, stride=2, footprint=(0.1, 1.5)), tile_size=8,
+        depth_projection_weight=1.0, depth_projection_max_step=2000, depth_smooth_weight=0.001, **extra,
+    )
+
+
+def tiny() -> Preset:
+    """64 px clips, width 128, two layers per transformer, the paper's camera head: what CPUs train."""
+    model = PensieveModelConfig(
+        patch=8, frame_vit=small_vit(), camera_vit=small_vit(), context_vit=small_vit(), lvsm_vit=small_vit(),
+        lpips_weight=0.0,  # LPIPS-VGG needs downloaded weights; offline machines train without it
+    )
+    model.camera_head.hidden = 128
+    data = PensieveDataManagerConfig(
+        image_size=(64, 64), batch_size=4,
+        sampler=ClipSamplerConfig(window_frames=5, min_views=2, max_context=4, min_gap=1, max_gap=3, eval_views=5),
+    )
+    return Preset(model, data, Schedule(lr=4e-4, lr_final=1e-5, warmup_steps=100, steps=2000), cpu_stage2,
+                  Schedule(lr=4e-4, lr_final=1e-5, warmup_steps=100, steps=1000))
+
+
+def flow64() -> Preset:
+    """The shipped 64 px model: patch 4, LVSM depth 4, the flow camera head (labelled synthetic prior, frozen).
+    Stage 2 puts the Gaussians at the flow depth head's depth (also frozen); windows whose flow measures no depth
+    (pans) get one constant depth."""
+    model = PensieveModelConfig(
+        patch=4, frame_vit=small_vit(), camera_vit=small_vit(), context_vit=small_vit(), lvsm_vit=small_vit(4),
+        camera_head=FlowCameraHeadConfig(freeze=True), lpips_weight=0.0, labelled_prior=FLOW_PRIOR,
+    )
+    data = PensieveDataManagerConfig(
+        image_size=(64, 64), batch_size=16,
+        sampler=ClipSamplerConfig(window_frames=5, min_views=2, max_context=4, min_gap=1, max_gap=2, eval_views=5, eval_gap=2),
+    )
+
+    def stage2(m: PensieveModelConfig) -> PensieveStage2ModelConfig:
+        return cpu_stage2(m, depth_head=FlowDepthHeadConfig(freeze=True, unmeasured_threshold=0.6))
+
+    return Preset(model, data, Schedule(lr=3e-4, lr_final=7.5e-6, warmup_steps=20, steps=400), stage2,
+                  Schedule(lr=3e-4, lr_final=7.5e-6, warmup_steps=20, steps=1000))
+
+
+def re10k() -> Preset:
+    """Paper scale, RealEstate10K (docs/method.md §1-2): 256x256, 7-frame windows with gaps 12-48, about 240M parameters.
+    GPU only. Counters are in optimizer steps."""
+    model = PensieveModelConfig(
+        patch=8, lpips_weight=0.5,
+        frame_vit=ViTSize(dim=768, depth=12, heads=16, mlp_hidden=4096, hook=5),
+        camera_vit=ViTSize(dim=512, depth=8, heads=16, mlp_hidden=4096, hook=3),
+        context_vit=ViTSize(dim=512, depth=8, heads=16, mlp_hidden=4096, hook=3),
+        lvsm_vit=ViTSize(dim=512, depth=8, heads=16, mlp_hidden=4096, hook=3),
+    )
+    data = PensieveDataManagerConfig(
+        image_size=(256, 256), batch_size=8,
+        sampler=ClipSamplerConfig(window_frames=7, min_views=2, max_context=6, min_gap=12, max_gap=48, eval_views=5),
+    )
+    schedule = Schedule(lr=4e-4, lr_final=1e-5, warmup_steps=2000, steps=200000, eval_image_every=2000,
+                        eval_all_every=20000, save_every=2000)
+
+    def stage2(m: PensieveModelConfig) -> PensieveStage2ModelConfig:
+        return extend_to_stage2(m, gaussian_head=GaussianHeadConfig(hidden=512, stride=1, footprint=(0.5, 15.0)),
+                                tile_size=16, depth_projection_weight=1.0, depth_projection_max_step=600000,
+                                depth_smooth_weight=0.001)
+
+    return Preset(model, data, schedule, stage2, schedule, gap_warmup=(4, 20000))
+
+
+PRESETS: Dict[str, Callable[[], Preset]] = {"tiny": tiny, "flow64": flow64, "re10k": re10k}
+
+
+def trainer_config(method_name: str, model: PensieveModelConfig, data: PensieveDataManagerConfig, s: Schedule) -> PensieveTrainerConfig:
     return PensieveTrainerConfig(
-        method_name="pensieve-stage1",
+        method_name=method_name,
         steps_per_eval_batch=0,
-        steps_per_eval_image=t["steps_per_eval_image"],
-        steps_per_eval_all_images=t["steps_per_eval_all_images"],
-        steps_per_save=t["steps_per_save"],
-        max_num_iterations=t["max_num_iterations"],
+        steps_per_eval_image=s.eval_image_every,
+        steps_per_eval_all_images=s.eval_all_every,
+        steps_per_save=s.save_every,
+        max_num_iterations=s.steps,
         mixed_precision=False,
-        pipeline=PensievePipelineConfig(
-            datamanager=PensieveDataManagerConfig(
-                image_size=tuple(d["image_size"]),
-                batch_size=d["batch_size"],
-                sampler=ClipSamplerConfig(**d["sampler"]),
-            ),
-            model=PensieveModelConfig(
-                patch=m["patch"], camera_hidden=m["camera_hidden"], lpips_weight=m["lpips_weight"], **sizes,
-                **{k: m[k] for k in ("camera_head", "pair_grid", "pair_symmetric", "pair_chain", "freeze_camera_head") if k in m},
-            ),
-        ),
+        pipeline=PensievePipelineConfig(datamanager=data, model=model),
         optimizers={
             "model": {
-                "optimizer": AdamWOptimizerConfig(lr=t["lr"]),
+                "optimizer": AdamWOptimizerConfig(lr=s.lr),
                 "scheduler": CosineDecaySchedulerConfig(
-                    warm_up_end=t["warmup_steps"], learning_rate_alpha=t["lr_final"] / t["lr"], max_steps=t["max_num_iterations"]
+                    warm_up_end=s.warmup_steps, learning_rate_alpha=s.lr_final / s.lr, max_steps=s.steps
                 ),
             }
         },
@@ -88,32 +182,21 @@ def stage1_config(preset: str = "tiny") -> PensieveTrainerConfig:
     )
 
 
+def method_name(stage: int, preset: str) -> str:
+    return f"pensieve-stage{stage}" if preset == "tiny" else f"pensieve-stage{stage}-{preset}"
+
+
+def stage1_config(preset: str = "tiny") -> PensieveTrainerConfig:
+    p = PRESETS[preset]()
+    return trainer_config(method_name(1, preset), p.model, p.data, p.schedule)
+
+
 def stage2_config(preset: str = "tiny") -> PensieveTrainerConfig:
     """Stage 1's model and data plus the Gaussian head, the splat renders and the depth losses; initialised from
-    a stage-1 checkpoint (``--stage1-checkpoint``) with a fresh optimizer and schedule. Method name
-    ``pensieve-stage2``, or ``pensieve-stage2-PRESET`` for another preset than 'tiny'."""
-    config = stage1_config(preset)
-    p = load_preset(preset)
-    s2 = p["stage2"]
-    config.method_name = "pensieve-stage2" if preset == "tiny" else f"pensieve-stage2-{preset}"
-    config.max_num_iterations = s2["max_num_iterations"]
-    model = config.pipeline.model
-    model.gaussians = True
-    for key in ("gaussian_hidden", "gaussian_stride", "tile_size", "depth_projection_weight",
-                "depth_projection_max_step", "depth_smooth_weight"):
-        setattr(model, key, s2[key])
-    model.gaussian_footprint = tuple(s2["gaussian_footprint"])
-    if "depth_head" in s2:  # flow64: the flow depth head, its weights given relative to the repository
-        model.depth_head, model.freeze_depth_head = s2["depth_head"], s2.get("freeze_depth_head", False)
-        model.depth_head_weights = REPOSITORY / s2["depth_head_weights"] if s2.get("depth_head_weights") else None
-        model.depth_unmeasured_threshold = s2.get("depth_unmeasured_threshold")
-    sampler = config.pipeline.datamanager.sampler
-    sampler.gap_warmup_start, sampler.gap_warmup_steps = s2["gap_warmup_start"], s2["gap_warmup_steps"]
-    t = p["train"]
-    config.optimizers["model"]["scheduler"] = CosineDecaySchedulerConfig(
-        warm_up_end=t["warmup_steps"], learning_rate_alpha=t["lr_final"] / t["lr"], max_steps=s2["max_num_iterations"]
-    )
-    return config
+    a stage-1 checkpoint (``--stage1-checkpoint``) with a fresh optimizer and schedule."""
+    p = PRESETS[preset]()
+    p.data.sampler.gap_warmup_start, p.data.sampler.gap_warmup_steps = p.gap_warmup
+    return trainer_config(method_name(2, preset), p.stage2(p.model), p.data, p.stage2_schedule)
 
 
 pensieve_stage1 = MethodSpecification(
@@ -129,7 +212,7 @@ pensieve_stage2 = MethodSpecification(
 
 pensieve_stage2_flow64 = MethodSpecification(
     config=stage2_config("flow64"),
-    description="Pensieve stage 2 at 64 px from the shipped pretrained/stage1-flow64 (--stage1-checkpoint "
-    "pretrained/stage1-flow64): its flow camera head and the flow depth head, both pre-trained with the labelled "
-    "synthetic prior, stay frozen.",
+    description="Pensieve stage 2 at 64 px from the shipped model (--stage1-checkpoint pretrained/stage1-flow64 "
+    "--pipeline.model.depth-head.weights pretrained/flow-depth-head/flow_depth_head.pt): its flow camera and "
+    "depth heads, pre-trained with the labelled synthetic prior, stay frozen.",
 )

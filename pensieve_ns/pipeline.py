@@ -60,7 +60,7 @@ class PensievePipeline(VanillaPipeline):
         self.world_size = world_size
         if world_size > 1:
             on_gpu = torch.device(device).type == "cuda"
-            # The oracle camera source leaves the camera path unused: DDP must be told.
+            # A frozen camera head, or cameras given in the batch, leave parameters unused: DDP must be told.
             self._model = DDP(self._model, device_ids=[local_rank] if on_gpu else None, find_unused_parameters=True)
             dist.barrier()
 
@@ -70,7 +70,7 @@ class PensievePipeline(VanillaPipeline):
         them as the model's current scene (saved with the checkpoint). Stage 2 only; False where nothing was set."""
         model = self.model
         samples = getattr(self.datamanager, "eval_samples", [])
-        if not model.config.gaussians or len(samples) == 0:
+        if model.gaussian_head is None or len(samples) == 0:
             return False
         _, batch = self.datamanager.eval_batch(min(model.config.scene_sample, len(samples) - 1))
         was_training = model.training

@@ -1,6 +1,6 @@
 """``pensieve-reconstruct``: one video or image folder -> cameras, Gaussians and a fly-through, feed-forward.
 
-    pensieve-reconstruct --load-config RUN/config.yml --input VIDEO_OR_FOLDER --output-dir OUT [--num-frames N] [--stride S]
+    pensieve-reconstruct --load-config RUN/config.yml --input VIDEO_OR_FOLDER --output-dir OUT [--stride S] [--max-frames N]
 
 Writes into OUT (built in a temporary sibling folder and moved into place, so OUT is never half-written):
   images/frame_XXXX.png   the frames used, at the model's resolution;
@@ -9,9 +9,10 @@ Writes into OUT (built in a temporary sibling folder and moved into place, so OU
   splat.ply               standard 3DGS PLY of the Gaussians predicted from the context frames;
   novel_views.mp4, preview.png   a fly-through along the predicted cameras, extrapolated 15 % at both ends;
   cameras.png             the predicted trajectory (and, where the input has ground truth, the aligned truth).
-A stage-1 run (no Gaussian head, e.g. the shipped ``pretrained/stage1-prior32``) writes the cameras only:
+A stage-1 run (no Gaussian head, e.g. the shipped ``pretrained/stage1-flow64``) writes the cameras only:
 images/, transforms.json and cameras.png.
-Frames: every S-th frame of the input, then N of those chosen evenly. Up to ``--window`` frames go through the
+Frames: every frame of the input by default; every S-th with ``--stride``, and at most N of those, chosen evenly,
+with ``--max-frames`` (both said in the summary). Up to ``--window`` frames go through the
 model in one pass, with ``--context`` of them (evenly spaced) as context frames whose pixels become Gaussians.
 Longer selections are cut into windows that overlap by two frames; each window is predicted on its own and
 chained to the previous one by the similarity that maps its first overlapping camera onto the chained one,
@@ -43,13 +44,15 @@ PROG = "pensieve-reconstruct"
 class ReconstructConfig:
     load_config: Path
     """config.yml of a pensieve-stage2 run, or of a pensieve-stage1 run (cameras only: no Gaussians, no
-    fly-through), e.g. the shipped ``pretrained/stage1-prior32/config.yml``."""
+    fly-through), e.g. the shipped ``pretrained/stage1-flow64/config.yml``."""
     input: Path
     """A video, an image folder or a nerfstudio scene (the first clip found is used)."""
     output_dir: Path
     """Created; must not exist or be empty."""
-    num_frames: int = 8
     stride: int = 1
+    """Use every S-th frame of the input (1: every frame)."""
+    max_frames: Optional[int] = None
+    """At most this many of those, chosen evenly (None: all of them)."""
     context: int = 2
     """Context frames per window (their pixels become Gaussians)."""
     window: int = 8
@@ -70,7 +73,10 @@ def read_frames(cfg: ReconstructConfig, hw):
     usable = np.arange(0, clip.num_frames, cfg.stride)
     if len(usable) < 2:
         raise PensieveInputError(cfg.input, f"needs at least 2 frames after --stride {cfg.stride} (has {len(usable)})")
-    ids = usable[np.unique(np.linspace(0, len(usable) - 1, min(cfg.num_frames, len(usable))).round().astype(int))]
+    if cfg.max_frames is not None and cfg.max_frames < 2:
+        raise PensieveInputError(None, f"--max-frames must be at least 2 (got {cfg.max_frames})")
+    keep = len(usable) if cfg.max_frames is None else min(cfg.max_frames, len(usable))
+    ids = usable[np.unique(np.linspace(0, len(usable) - 1, keep).round().astype(int))]
     frames = [resize_center_crop(f, hw) for f in clip.read([int(i) for i in ids])]
     images = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
     return images, ids, clip
@@ -96,7 +102,7 @@ def given_cameras(path: Path, ids, native_hw, hw):
     missing = [int(i) for i in ids if int(i) not in frames]
     if missing:
         raise PensieveInputError(path, f"has no camera for frame(s) {missing[:5]} of the input (not registered); "
-                                 "choose other frames with --num-frames / --stride")
+                                 "choose other frames with --stride / --max-frames")
     c2w = np.stack([opengl_to_opencv_c2w(np.asarray(frames[int(i)], np.float64)) for i in ids])
     return torch.from_numpy(c2w).float(), torch.from_numpy(fit_matrix(native_hw, hw) @ K).float()
 
@@ -197,11 +203,12 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
     images, ids, clip = read_frames(cfg, hw)
     given = None
     if cfg.cameras is not None:
-        if model.depth_head is not None:
-            raise PensieveInputError(cfg.cameras, "this run's depth head reads the cameras it predicts itself; "
+        from pensieve_ns.model.flow_depth import FlowDepthHead
+
+        if isinstance(model.depth_head, FlowDepthHead):
+            raise PensieveInputError(cfg.cameras, "this run's flow depth head reads the cameras it predicts itself; "
                                      "--cameras needs a run without it")
         given = given_cameras(cfg.cameras, ids, clip.native_hw, hw)
-        model.config.camera_source = "ground_truth"  # the forward pass takes the batch's cameras
     times["load"] = time.perf_counter() - t
     L, (H, W) = len(images), hw
     t = time.perf_counter()
@@ -215,7 +222,7 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
         ctx = torch.from_numpy(np.unique(np.linspace(0, n - 1, min(max(cfg.context, 1), n)).round().astype(int)))
         batch = {"images": images[None, start:start + n], "context": ctx[None]}
         if given is not None:
-            batch.update(gt_c2w_opencv=given[0][None, start:start + n], gt_K=given[1].expand(1, n, 3, 3))
+            batch.update(given_c2w_opencv=given[0][None, start:start + n], given_K=given[1].expand(1, n, 3, 3))
         pred = model(batch)
         cams.append(pred["c2w_opencv"][0])
         Ks.append(pred["K"][0, 0])
@@ -239,7 +246,8 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
         t = time.perf_counter()
         write_scene(tmp, images, ids, c2w, K, {"checkpoint": str(ckpt), "method": trainer_config.method_name,
                                                "input": str(cfg.input), "context_frames": context, "window_starts": starts,
-                                               "cameras": str(cfg.cameras) if given is not None else "predicted"})
+                                               "cameras": str(cfg.cameras) if given is not None else "predicted",
+                                               "labelled_synthetic_prior": model.config.labelled_prior or None})
         if has_gaussians:
             model.set_scene(merged["means"], merged["quats"], merged["scales"], merged["opacities"], merged["colors"], c2w,
                             K.expand(L, 3, 3), images)
@@ -255,7 +263,7 @@ def _reconstruct(cfg: ReconstructConfig, out: Path, progress) -> dict:
         plot_cameras(tmp / "cameras.png", c2w.double().numpy(), gt)
         progress.update(task, description="done", advance=1)
         times["write"] = time.perf_counter() - t
-    return {"frames": L, "context": sorted(set(context)), "windows": len(starts), "times": times,
+    return {"frames": L, "frames_read": clip.num_frames, "context": sorted(set(context)), "windows": len(starts), "times": times,
             "gaussians": int(merged["means"].shape[0]) if has_gaussians else 0}
 
 
@@ -269,7 +277,10 @@ def main(cfg: ReconstructConfig) -> None:
         exit_with_error(err, PROG)
     t = summary["times"]
     files = "splat.ply, novel_views.mp4, preview.png, cameras.png" if summary["gaussians"] else "cameras.png (a stage-1 run: cameras only)"
-    print(f"{PROG}: {summary['frames']} frames in {summary['windows']} window(s) (context frames {summary['context']}), "
+    used = f"{summary['frames']} of {summary['frames_read']} frames"
+    if summary["frames"] < summary["frames_read"]:
+        used += f" (--stride {cfg.stride}" + (f", --max-frames {cfg.max_frames})" if cfg.max_frames is not None else ")")
+    print(f"{PROG}: {used} in {summary['windows']} window(s) (context frames {summary['context']}), "
           f"{summary['gaussians']} Gaussians\n"
           f"  load {t['load']:.1f} s, feed-forward {t['feed_forward']:.2f} s, write {t['write']:.1f} s\n"
           f"  {cfg.output_dir}/: transforms.json, images/, {files}\n"

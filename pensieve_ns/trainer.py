@@ -45,7 +45,7 @@ class PensieveTrainer(Trainer):
         if self.config.load_dir is not None or self.config.load_checkpoint is not None:
             return super()._load_checkpoint()
         model = self.pipeline.model
-        if not getattr(model.config, "gaussians", False):
+        if model.gaussian_head is None:  # stage 1
             return super()._load_checkpoint()
         try:
             if self.config.stage1_checkpoint is None:
@@ -55,6 +55,11 @@ class PensieveTrainer(Trainer):
                 )
             from pensieve_ns.checkpoints import load_stage1_weights
 
+            depth_head = model.config.depth_head
+            if getattr(depth_head, "freeze", False) and getattr(depth_head, "weights", None) is None:
+                # a stage-1 run has no depth head: a frozen one would stay at its random start
+                raise PensieveInputError(None, "a frozen flow depth head needs its weights: pass --pipeline.model."
+                                         "depth-head.weights (the shipped ones: pretrained/flow-depth-head/flow_depth_head.pt)")
             ckpt, count = load_stage1_weights(model, self.config.stage1_checkpoint)
         except PensieveInputError as err:
             exit_with_error(err, "pensieve-stage2")

@@ -70,3 +70,36 @@ def test_look_at_projects_target_to_centre():
     # world up (+y) appears upwards in the image, i.e. towards smaller v (OpenCV y down)
     up = np.linalg.inv(c2w) @ np.append(target + [0, 0.1, 0], 1.0)
     assert (K @ up[:3])[1] / up[2] < 32
+
+
+def se3_from(xi: torch.Tensor) -> torch.Tensor:
+    """[..., 6] (axis-angle, translation) -> [..., 4, 4] rigid transforms (a test helper)."""
+    from pensieve_ns.cameras import axis_angle_to_matrix
+
+    T = torch.eye(4, dtype=xi.dtype).expand(*xi.shape[:-1], 4, 4).clone()
+    T[..., :3, :3] = axis_angle_to_matrix(xi[..., :3])
+    T[..., :3, 3] = xi[..., 3:]
+    return T
+
+
+def test_axis_angle_matches_quaternion_and_has_finite_gradient_at_zero():
+    from pensieve_ns.cameras import axis_angle_to_matrix, quaternion_to_matrix
+
+    w = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64)
+    th = w.norm()
+    q = torch.cat([torch.cos(th / 2)[None], torch.sin(th / 2) * w / th])
+    assert torch.allclose(axis_angle_to_matrix(w), quaternion_to_matrix(q), atol=1e-12)
+    w0 = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    (axis_angle_to_matrix(w0) * torch.randn(3, 3, dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(w0.grad).all() and w0.grad.abs().sum() > 0
+
+
+def test_chain_composes_relative_steps():
+    from pensieve_ns.cameras import chain
+
+    steps = se3_from(torch.randn(4, 6, dtype=torch.float64) * 0.3)
+    first = se3_from(torch.randn(6, dtype=torch.float64))
+    poses = chain(first, steps)
+    assert poses.shape == (5, 4, 4)
+    for i in range(4):
+        assert torch.allclose(torch.linalg.inv(poses[i]) @ poses[i + 1], steps[i], atol=1e-10)

@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from pensieve_ns.model.camera_head import CameraHeadConfig
 from pensieve_ns.model.pensieve import PensieveModelConfig
 from pensieve_ns.model.vit import ViTSize
 
@@ -16,7 +17,7 @@ from pensieve_ns.model.vit import ViTSize
 def tiny_model():
     torch.manual_seed(0)
     size = ViTSize(dim=32, depth=2, heads=4, mlp_hidden=64, hook=0)
-    cfg = PensieveModelConfig(patch=8, camera_hidden=16, lpips_weight=0.0, frame_vit=size, camera_vit=size,
+    cfg = PensieveModelConfig(patch=8, camera_head=CameraHeadConfig(hidden=16), lpips_weight=0.0, frame_vit=size, camera_vit=size,
                               context_vit=size, lvsm_vit=size)
     return cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
 

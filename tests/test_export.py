@@ -13,12 +13,15 @@ NS_EXPORT = Path(sys.executable).parent / "ns-export"
 
 
 def test_scene_buffers_round_trip_through_load_state_dict():
-    from pensieve_ns.model.pensieve import PensieveModelConfig
+    from pensieve_ns.model.camera_head import CameraHeadConfig
+    from pensieve_ns.model.gaussian_head import GaussianHeadConfig
+    from pensieve_ns.model.pensieve import PensieveStage2ModelConfig
     from pensieve_ns.model.vit import ViTSize
 
     tiny = ViTSize(dim=32, depth=2, heads=4, mlp_hidden=64, hook=0)
-    cfg = PensieveModelConfig(patch=8, camera_hidden=32, lpips_weight=0.0, gaussians=True, gaussian_hidden=8,
-                              frame_vit=tiny, camera_vit=tiny, context_vit=tiny, lvsm_vit=tiny)
+    cfg = PensieveStage2ModelConfig(patch=8, camera_head=CameraHeadConfig(hidden=32), lpips_weight=0.0,
+                                    gaussian_head=GaussianHeadConfig(hidden=8), frame_vit=tiny, camera_vit=tiny,
+                                    context_vit=tiny, lvsm_vit=tiny)
     a = cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
     b = cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
     assert a.num_points == 0 and a.means.shape == (0, 3)
@@ -166,9 +169,10 @@ def test_pensieve_reconstruct_writes_what_nerfstudio_and_viewers_load(stage2_run
     out = tmp_path / "rec"
     # The video goes through chained windows (10 frames, 4 per pass); the folder through one pass.
     n, extra = (10, ("--window", 4)) if source == "mp4_path" else (6, ("--stride", 2))
-    run = reconstruct(stage2_run / "config.yml", request.getfixturevalue(source), out, "--num-frames", n, *extra)
+    run = reconstruct(stage2_run / "config.yml", request.getfixturevalue(source), out, "--max-frames", n, *extra)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert f"{n} frames in {4 if source == 'mp4_path' else 1} window" in run.stdout, run.stdout
+    used = "10 of 24 frames (--stride 1, --max-frames 10) in 4 window" if source == "mp4_path" else "6 of 12 frames (--stride 2, --max-frames 6) in 1 window"
+    assert used in run.stdout, run.stdout  # what was read and what was used, said
     assert {p.name for p in out.iterdir()} == {"images", "transforms.json", "splat.ply", "novel_views.mp4", "preview.png", "cameras.png"}
     assert len(PlyData.read(str(out / "splat.ply"))["vertex"]) > 0
     parsed = NerfstudioDataParserConfig(data=out, train_split_fraction=1.0, auto_scale_poses=False, center_method="none",
@@ -225,7 +229,7 @@ def test_pensieve_reconstruct_takes_the_cameras_of_pensieve_cameras(stage2_run, 
     given = json.loads((tmp_path / "cams" / "transforms.json").read_text())
     ids = sorted(f["source_frame"] for f in given["frames"])[:6]  # frames that have a camera
     assert ids == list(range(6)), ids
-    run = reconstruct(stage2_run / "config.yml", tmp_path / "in", tmp_path / "rec", "--num-frames", 6, "--window", 6,
+    run = reconstruct(stage2_run / "config.yml", tmp_path / "in", tmp_path / "rec", "--max-frames", 6, "--window", 6,
                       "--cameras", tmp_path / "cams" / "transforms.json")
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads((tmp_path / "rec" / "transforms.json").read_text())
@@ -244,10 +248,12 @@ def test_pensieve_reconstruct_takes_the_cameras_of_pensieve_cameras(stage2_run, 
 def test_chained_windows_recover_a_trajectory_seen_in_other_frames_and_scales():
     from pensieve_ns.eval.align import apply_similarity
     from pensieve_ns.reconstruct import chain_windows, window_starts
-    from pensieve_ns.refine import se3
+    from pensieve_ns.cameras import axis_angle_to_matrix
 
     torch.manual_seed(0)
-    steps = se3(torch.randn(19, 6, dtype=torch.float64) * 0.2)
+    xi = torch.randn(19, 6, dtype=torch.float64) * 0.2
+    steps = torch.eye(4, dtype=torch.float64).repeat(19, 1, 1)
+    steps[:, :3, :3], steps[:, :3, 3] = axis_angle_to_matrix(xi[:, :3]), xi[:, 3:]
     truth = [torch.eye(4, dtype=torch.float64)]
     for step in steps:
         truth.append(truth[-1] @ step)
@@ -258,7 +264,7 @@ def test_chained_windows_recover_a_trajectory_seen_in_other_frames_and_scales():
     for k, start in enumerate(starts):
         part = truth[start:start + 6]
         if k > 0:  # each later window in its own world: another rotation, translation and scale
-            R = se3(torch.randn(6, dtype=torch.float64))[:3, :3]
+            R = axis_angle_to_matrix(torch.randn(3, dtype=torch.float64))
             part = apply_similarity(part, float(torch.rand(1)) * 3 + 0.2, R, torch.randn(3, dtype=torch.float64))
         windows.append(part)
     assert torch.allclose(chain_windows(windows, starts), truth, atol=1e-9)

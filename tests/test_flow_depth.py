@@ -65,30 +65,32 @@ def test_depth_head_output_and_input_order(orbit):
 
 
 def test_weights_round_trip_and_camera_head_weights_are_refused(tmp_path, orbit):
-    from pensieve_ns.checkpoints import load_depth_head_weights
+    from pensieve_ns.checkpoints import load_head_weights
     from pensieve_ns.errors import PensieveInputError
     from pensieve_ns.model.flow_pose import FlowCameraHead
 
     torch.save(FlowDepthHead(width=8).state_dict(), tmp_path / "depth.pt")
-    assert set(load_depth_head_weights(tmp_path / "depth.pt", FlowDepthHead(width=8))) == set(FlowDepthHead(width=8).state_dict())
+    assert set(load_head_weights(tmp_path / "depth.pt", FlowDepthHead(width=8), "depth head")) == set(FlowDepthHead(width=8).state_dict())
     torch.save(FlowCameraHead(width=8).state_dict(), tmp_path / "camera.pt")
     with pytest.raises(PensieveInputError, match="not for a FlowDepthHead"):
-        load_depth_head_weights(tmp_path / "camera.pt", FlowDepthHead(width=8))
+        load_head_weights(tmp_path / "camera.pt", FlowDepthHead(width=8), "depth head")
     with pytest.raises(PensieveInputError, match="depth head weights not found"):
-        load_depth_head_weights(tmp_path / "missing.pt")
+        load_head_weights(tmp_path / "missing.pt", what="depth head")
 
 
 def test_flow_depth_becomes_the_gaussian_depth_in_the_model(orbit):
-    from pensieve_ns.model.pensieve import PensieveModelConfig
+    from pensieve_ns.model.flow_depth import FlowDepthHeadConfig
+    from pensieve_ns.model.flow_pose import FlowCameraHeadConfig
+    from pensieve_ns.model.gaussian_head import GaussianHeadConfig
+    from pensieve_ns.model.pensieve import PensieveStage2ModelConfig
     from pensieve_ns.model.vit import ViTSize
 
     _, images = orbit
     size = ViTSize(dim=32, depth=2, heads=2, mlp_hidden=64, hook=0)
-    kw = dict(patch=8, lpips_weight=0.0, frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=size, gaussians=True,
-              gaussian_hidden=8, gaussian_stride=2, gaussian_footprint=(0.1, 1.5), tile_size=8, renderer="torch", depth_head="flow")
-    with pytest.raises(ValueError, match="camera_head='flow_pose'"):
-        PensieveModelConfig(**kw).setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
-    model = PensieveModelConfig(camera_head="flow_pose", **kw).setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
+    kw = dict(patch=8, lpips_weight=0.0, frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=size,
+              gaussian_head=GaussianHeadConfig(hidden=8, stride=2, footprint=(0.1, 1.5)), tile_size=8, renderer="torch",
+              camera_head=FlowCameraHeadConfig())
+    model = PensieveStage2ModelConfig(depth_head=FlowDepthHeadConfig(), **kw).setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
     with torch.no_grad():
         torch.manual_seed(0)
         model.camera_head.net.head[-1].weight.normal_(0, 0.05)  # some rotation and a step

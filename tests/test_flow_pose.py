@@ -15,9 +15,9 @@ def pan():
     return clip, torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float()[None] / 255
 
 
-def _trained_stand_in(seed=0):
+def _trained_stand_in(seed=0, width=8):
     torch.manual_seed(seed)
-    head = FlowCameraHead(width=8)
+    head = FlowCameraHead(width=width)
     with torch.no_grad():
         head.net.head[-1].weight.normal_(0, 0.05)
     return head
@@ -62,9 +62,9 @@ def test_non_square_frames_get_intrinsics_of_the_input(pan):
 
 
 def test_gradients_reach_the_network_and_weights_of_another_head_are_refused(tmp_path, pan):
-    from pensieve_ns.checkpoints import load_camera_head_weights
     from pensieve_ns.errors import PensieveInputError
-    from pensieve_ns.model.camera_head import PairCameraHead
+    from pensieve_ns.model.flow_depth import FlowDepthHead
+    from pensieve_ns.model.flow_pose import FlowCameraHeadConfig
 
     _, images = pan
     head = _trained_stand_in()
@@ -72,22 +72,27 @@ def test_gradients_reach_the_network_and_weights_of_another_head_are_refused(tmp
     (c2w[..., :3, :].sum() + K.sum()).backward()
     assert head.net.head[-1].weight.grad.abs().sum() > 0
     torch.save(head.state_dict(), tmp_path / "flow.pt")
-    head2 = FlowCameraHead(width=8)
-    head2.load_state_dict(load_camera_head_weights(tmp_path / "flow.pt", head2))
-    assert torch.allclose(head2(images)[0], c2w)
-    torch.save(PairCameraHead(grid=8, width=8).state_dict(), tmp_path / "pair.pt")
+    # Through its config, as the model builds it: weights loaded, frozen on request.
+    torch.save(_trained_stand_in(width=64).state_dict(), tmp_path / "flow64.pt")
+    head2 = FlowCameraHeadConfig(weights=tmp_path / "flow64.pt", freeze=True).setup()
+    assert all(torch.equal(a, b) for a, b in zip(head2.state_dict().values(), torch.load(tmp_path / "flow64.pt").values()))
+    assert not any(p.requires_grad for p in head2.parameters())
+    torch.save(FlowDepthHead(width=8).state_dict(), tmp_path / "depth.pt")
     with pytest.raises(PensieveInputError, match="not for a FlowCameraHead"):
-        load_camera_head_weights(tmp_path / "pair.pt", FlowCameraHead(width=8))
+        FlowCameraHeadConfig(weights=tmp_path / "depth.pt").setup()
+    with pytest.raises(PensieveInputError, match="camera head weights not found"):
+        FlowCameraHeadConfig(weights=tmp_path / "missing.pt").setup()
 
 
 def test_flow_pose_camera_head_in_the_model(pan):
+    from pensieve_ns.model.flow_pose import FlowCameraHeadConfig
     from pensieve_ns.model.pensieve import PensieveModelConfig
     from pensieve_ns.model.vit import ViTSize
 
     _, images = pan
     size = ViTSize(dim=32, depth=2, heads=2, mlp_hidden=64, hook=0)
     model = PensieveModelConfig(
-        patch=8, lpips_weight=0.0, frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=size, camera_head="flow_pose",
+        patch=8, lpips_weight=0.0, frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=size, camera_head=FlowCameraHeadConfig(),
     ).setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
     batch = {"images": images[:, :3], "context": torch.tensor([[0, 2]]), "loss_weights": torch.tensor([[0.1, 1.0, 0.1]])}
     out = model(batch)

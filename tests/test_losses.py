@@ -7,7 +7,7 @@ import torch
 
 from pensieve_ns.errors import PensieveInputError
 from pensieve_ns.losses import load_lpips_vgg
-from pensieve_ns.model.pensieve import weighted_image_loss
+from pensieve_ns.losses import weighted_image_loss
 
 
 def test_weighted_image_loss_pools_over_weights():

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pensieve_ns.model.camera_head import CameraHeadConfig
 from pensieve_ns.data.datamanager import PensieveDataManagerConfig
 from pensieve_ns.data.sampler import ClipSamplerConfig
 from pensieve_ns.model.pensieve import PensieveModelConfig
@@ -48,7 +49,7 @@ def test_overfit_loss_falls(synth_dir):
     torch.manual_seed(0)
     size = ViTSize(dim=64, depth=2, heads=4, mlp_hidden=128, hook=0)
     model = PensieveModelConfig(
-        patch=8, camera_hidden=32, lpips_weight=0.0, frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=size
+        patch=8, camera_head=CameraHeadConfig(hidden=32), lpips_weight=0.0, frame_vit=size, camera_vit=size, context_vit=size, lvsm_vit=size
     ).setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
     dm = PensieveDataManagerConfig(
         data=synth_dir, image_size=(32, 32), batch_size=2, sampler=ClipSamplerConfig(window_frames=3, min_gap=1, max_gap=2)

@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from conftest import ns_train
+from pensieve_ns.model.camera_head import CameraHeadConfig
 from pensieve_ns.cameras import invert_rigid
 from pensieve_ns.losses import depth_projection_loss, disparity_smoothness_loss
-from pensieve_ns.model.gaussian_head import GaussianHead
-from pensieve_ns.model.pensieve import PensieveModelConfig
+from pensieve_ns.model.flow_pose import FlowCameraHeadConfig
+from pensieve_ns.model.gaussian_head import GaussianHead, GaussianHeadConfig
+from pensieve_ns.model.pensieve import PensieveStage2ModelConfig
 from pensieve_ns.model.vit import ViTSize
 
 TINY = ViTSize(dim=32, depth=2, heads=4, mlp_hidden=64, hook=0)
@@ -84,11 +86,11 @@ def test_disparity_smoothness():
     assert flat == 0 and noisy > 0.1
 
 
-def stage2_model(**kw):
-    cfg = PensieveModelConfig(patch=8, camera_hidden=16, lpips_weight=0.0, frame_vit=TINY, camera_vit=TINY,
-                              context_vit=TINY, lvsm_vit=TINY, gaussians=True, gaussian_hidden=16, gaussian_stride=2,
-                              gaussian_footprint=(0.1, 1.5), tile_size=8, depth_projection_weight=1.0,
-                              depth_projection_max_step=10, depth_smooth_weight=0.01, **kw)
+def stage2_model(camera_head=None):
+    cfg = PensieveStage2ModelConfig(
+        patch=8, camera_head=camera_head or CameraHeadConfig(hidden=16), lpips_weight=0.0, frame_vit=TINY,
+        camera_vit=TINY, context_vit=TINY, lvsm_vit=TINY, gaussian_head=GaussianHeadConfig(hidden=16, stride=2, footprint=(0.1, 1.5)),
+        tile_size=8, depth_projection_weight=1.0, depth_projection_max_step=10, depth_smooth_weight=0.01)
     return cfg.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
 
 
@@ -105,8 +107,9 @@ def test_stage2_model_losses_reach_cameras_and_gaussians():
     grads = {n: p.grad for n, p in model.named_parameters()}
     for prefix in ("gaussian_head.", "camera_head.", "encoder.", "lvsm."):
         assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(prefix)), prefix
-    # A frozen camera head (freeze_camera_head) is left out of the optimizer and gets no gradient; the rest trains.
-    frozen = stage2_model(freeze_camera_head=True)
+    # A frozen camera head (the flow head, freeze=True) is left out of the optimizer and gets no gradient; the rest
+    # trains.
+    frozen = stage2_model(FlowCameraHeadConfig(freeze=True))
     sum(frozen.get_loss_dict(frozen(batch), batch).values()).backward()
     group = {id(p) for p in frozen.get_param_groups()["model"]}
     for n, p in frozen.named_parameters():

@@ -19,7 +19,7 @@ from pensieve_ns.errors import DataWarning, PensieveInputError
 
 @dataclass
 class ClipSamplerConfig:
-    """Window, gaps and view selection (method.md §2.1). Defaults are the paper's RE10K stage-1 values."""
+    """Window, gaps and view selection (docs/method.md §2.1). Defaults are the paper's RE10K stage-1 values."""
 
     window_frames: int = 7
     """Frames drawn per clip window; the number of views L per step is at most this."""
@@ -142,7 +142,7 @@ def eval_specs(
     clip_lengths: Sequence[int], config: ClipSamplerConfig, clip_names: Optional[Sequence[str]] = None,
     index: Optional[Dict[str, Optional[Dict[str, List[int]]]]] = None,
 ) -> List[SampleSpec]:
-    """Fixed evaluation samples, one per clip, ordered [context0, targets..., context1] (method.md §3.2).
+    """Fixed evaluation samples, one per clip, ordered [context0, targets..., context1] (docs/method.md §3.2).
 
     Without an index: ``eval_views`` frames with a constant gap (``eval_gap``, or the middle of the training
     gap range, shrunk to fit), centred in the clip; the first and last are context. With a pixelSplat-style

@@ -368,26 +368,12 @@ def write_clip(clip: SyntheticClip, out: Path) -> None:
         cv2.imwrite(str(out / "images" / f"frame_{i:05d}.png"), cv2.cvtColor(clip.frames[i], cv2.COLOR_RGB2BGR))
         depth_mm = np.clip(np.round(clip.depth[i] * 1000.0), 0, 65535).astype(np.uint16)
         cv2.imwrite(str(out / "depth" / f"frame_{i:05d}.png"), depth_mm)
-        records.append(
-            {
-                "file_path": f"images/frame_{i:05d}.png",
-                "depth_file_path": f"depth/frame_{i:05d}.png",
-                "transform_matrix": opencv_to_opengl_c2w(clip.c2w_opencv[i]).tolist(),
-            }
-        )
+        records.append({"file_path": f"images/frame_{i:05d}.png", "depth_file_path": f"depth/frame_{i:05d}.png",
+                        "transform_matrix": opencv_to_opengl_c2w(clip.c2w_opencv[i]).tolist()})
     K = clip.K
-    meta = {
-        "camera_model": "OPENCV",
-        "fl_x": float(K[0, 0]),
-        "fl_y": float(K[1, 1]),
-        "cx": float(K[0, 2]),
-        "cy": float(K[1, 2]),
-        "w": int(W),
-        "h": int(H),
-        "depth_unit_scale_factor": 1e-3,
-        "pensieve_synthetic": clip.info,
-        "frames": records,
-    }
+    meta = {"camera_model": "OPENCV", "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]),
+            "cy": float(K[1, 2]), "w": int(W), "h": int(H), "depth_unit_scale_factor": 1e-3,
+            "pensieve_synthetic": clip.info, "frames": records}
     (out / "transforms.json").write_text(json.dumps(meta, indent=1))
 
 

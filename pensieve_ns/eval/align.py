@@ -28,7 +28,7 @@ def markley_mean(quats: Float[Tensor, "N 4"]) -> Float[Tensor, "4"]:
 
 
 def similarity_from_cameras(src: Float[Tensor, "N 4 4"], dst: Float[Tensor, "N 4 4"]) -> Similarity:
-    """(s, R, t) taking the cameras ``src`` onto ``dst`` (method.md §3.3): R is the Markley mean of the per-camera
+    """(s, R, t) taking the cameras ``src`` onto ``dst`` (docs/method.md §3.3): R is the Markley mean of the per-camera
     rotations R_dst R_src^T; s the ratio of the mean distances of the centres to their centroid (dst / src; 1 when
     the src centres coincide); t matches the centroids."""
     R = quaternion_to_matrix(markley_mean(matrix_to_quaternion(dst[:, :3, :3] @ src[:, :3, :3].transpose(-1, -2))))

@@ -1,4 +1,4 @@
-"""pensieve-eval: the paper's evaluation protocols on clips with ground-truth cameras (method.md §3).
+"""pensieve-eval: the paper's evaluation protocols on clips with ground-truth cameras (docs/method.md §3).
 
     pensieve-eval --load-config outputs/.../config.yml --data PATH [--index INDEX.json]
                   [--mode target-aware|target-aligned] [--tto-steps 40] --output OUT.json
@@ -117,6 +117,7 @@ def evaluate(cfg: EvalConfig, progress=None) -> Dict:
         "config": str(cfg.load_config), "checkpoint": str(ckpt), "data": str(cfg.data), "mode": cfg.mode,
         "tto_steps": cfg.tto_steps if cfg.mode == "target-aligned" else 0, "lpips": lpips_note,
         "image_size": list(dm.image_size), "device": "cpu", "threads": torch.get_num_threads(),
+        "labelled_synthetic_prior": model.config.labelled_prior or None,
         "summary": summarise_rows(rows, pairs), "scenes": rows,
     }
     tmp = cfg.output.with_name(cfg.output.name + ".tmp")
@@ -129,7 +130,9 @@ def evaluate(cfg: EvalConfig, progress=None) -> Dict:
 def table(result: Dict) -> str:
     s = result["summary"]
     fmt = lambda v, f="{:.3f}": "absent" if v is None else f.format(v)  # noqa: E731
-    lines = [f"{PROG}: {s['scenes']} scenes, {result['mode']}, LPIPS {result['lpips'].split(':')[0]}",
+    prior = result.get("labelled_synthetic_prior")
+    lines = [f"{PROG}: {s['scenes']} scenes, {result['mode']}, LPIPS {result['lpips'].split(':')[0]}"
+             + (f"\nLABELLED SYNTHETIC PRIOR: {prior}" if prior else ""),
              "| branch | PSNR | SSIM | LPIPS |", "|---|---|---|---|"]
     for name, label in (("lvsm", "LVSM"), ("gs", "Gaussians")):
         if f"psnr_{name}" in s:

@@ -1,4 +1,4 @@
-"""The paper's evaluation protocols (method.md §3) on one sample, and their summary over scenes.
+"""The paper's evaluation protocols (docs/method.md §3) on one sample, and their summary over scenes.
 
 A sample is a batch of one clip, frames ordered [ctx0, targets..., ctx1] with ground-truth cameras
 (``ClipSampleDataset`` items with ``has_gt``). Two modes:

@@ -1,4 +1,4 @@
-"""Per-frame, camera and context transformers (method.md §1.1): frames -> F_cam and F_ctx features."""
+"""Per-frame, camera and context transformers (docs/method.md §1.1): frames -> F_cam and F_ctx features."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Feed-forward depth from optical flow and cameras (issue 5, LEARNING.md exps 39-40; not the paper's Gaussian depth).
+"""Feed-forward depth from optical flow and cameras: the depth head of the shipped stage 2 (not the paper's).
 
 Once a frame's neighbours and the relative cameras are known, the flow to each neighbour says how far every pixel
 is: along the pixel ray, the inverse depth rho that makes the 3D point land on the flow's end point solves
@@ -12,17 +12,19 @@ undefined for pans, which do not translate). So ``FlowDepthNet``, a small U-Net,
 both temporal neighbours and these closed-form estimates with their parallax, and returns inverse depth in units
 of the cameras' step length (``FlowCameraHead`` chains unit steps, so depth and cameras share one scale).
 
-It is trained in ``benchmarks/flow_depth_probe.py`` self-supervised by photometric reprojection (neighbour frames
+It is trained in ``research/flow_depth_probe.py`` self-supervised by photometric reprojection (neighbour frames
 warped into the frame through the predicted depth), with the TRUE cameras of generated TRAINING clips: the
-labelled synthetic prior of the issue. No depth labels are used. Held-out (exp 40): better than a constant depth
+LABELLED SYNTHETIC PRIOR. No depth labels are used. Held-out (docs/research/LEARNING.md): better than a constant depth
 where the camera translates, far worse on pans (the loss has no depth signal there), worse overall (0.43 vs 0.30).
-With the pan gate (``neighbour_disagreement``, exp 42), windows whose flow measures no depth get a constant:
+With the pan gate (``neighbour_disagreement``), windows whose flow measures no depth get a constant:
 0.298, level with a constant depth.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -30,8 +32,11 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from pensieve_ns.cameras import invert_rigid
+from pensieve_ns.cameras import camera_scale, invert_rigid
+from pensieve_ns.checkpoints import load_head_weights
+from pensieve_ns.model.camera_head import CameraPrediction
 from pensieve_ns.model.flow_pose import FLOW_SCALE, FLOW_SIZE, GRID, temporal_flows
+from pensieve_ns.model.gaussian_head import DepthHeadConfig
 
 IN_CHANNELS = 9  # grey, (flow, rho, parallax) to the previous and the next frame
 
@@ -73,7 +78,7 @@ def depth_input(
 
 
 def neighbour_disagreement(x: Float[Tensor, "L 9 G G"]) -> float:
-    """How little a window's flow measures depth, from the net's own inputs (exp 42): over the frames with both
+    """How little a window's flow measures depth, from the net's own inputs: over the frames with both
     temporal neighbours, the median |rho_prev - rho_next| over the median |rho|. Where the camera translates, the
     two neighbours' closed-form inverse depths measure one depth map and agree (validation: arcs and orbits 0.03-0.33
     but for one arc at 0.67, walks 0.14-0.55 but for one at 0.94); in a pan neither measures anything, and they
@@ -115,6 +120,29 @@ class FlowDepthNet(nn.Module):
         return 8 * torch.tanh(self.out(h) / 8)  # a soft bound: a hard clamp can stick there with no gradient
 
 
+@dataclass
+class FlowDepthHeadConfig(DepthHeadConfig):
+    """The Gaussians' depth from optical flow read under the predicted cameras (``FlowDepthHead``), not the paper's."""
+
+    _target: Type = field(default_factory=lambda: FlowDepthHead)
+    weights: Optional[Path] = None
+    """A ``FlowDepthHead`` state dict (trained photometrically with the known cameras of generated clips: the
+    LABELLED SYNTHETIC PRIOR, no depth labels). Forgotten once a checkpoint fills the model."""
+    freeze: bool = False
+    """Keep the head's weights as they are (not in the optimizer)."""
+    unmeasured_threshold: Optional[float] = None
+    """Windows whose flow measures no depth (pans: ``neighbour_disagreement`` above this) get one constant depth
+    instead of the net's map. None: never."""
+
+    def setup(self, **kwargs) -> nn.Module:  # type: ignore[override]
+        head = FlowDepthHead(unmeasured_threshold=self.unmeasured_threshold)
+        if self.weights is not None:
+            head.load_state_dict(load_head_weights(self.weights, head, "depth head"))
+        if self.freeze:
+            head.requires_grad_(False)
+        return head
+
+
 class FlowDepthHead(nn.Module):
     """Per-frame z-depth of a clip from ``FlowDepthNet``, given the clip's cameras (normally ``FlowCameraHead``'s,
     whose unit steps set the scale). Frames are read in temporal order (``frame_index``); each against its two
@@ -125,7 +153,17 @@ class FlowDepthHead(nn.Module):
         self.net = FlowDepthNet(width)
         self.unmeasured_threshold = unmeasured_threshold
         """Windows whose ``neighbour_disagreement`` exceeds this (flow that measures no depth: pans) get one constant
-        depth, the median of the net's over the window, instead of the net's map (exp 42). None: never."""
+        depth, the median of the net's over the window, instead of the net's map. None: never."""
+
+    def predict(
+        self, images: Float[Tensor, "B L 3 H W"], cameras: CameraPrediction, frame_index: Optional[Int[Tensor, "B L"]] = None
+    ) -> Float[Tensor, "B L 1 H W"]:
+        """z-depth of every pixel in the units of ``cameras.c2w_opencv``. Reads the unit-step cameras and flows of a
+        flow camera head where the prediction carries them (the scale it was trained in), else the cameras as given."""
+        if cameras.c2w_unit_steps is None:
+            return self(images, cameras.c2w_opencv, cameras.K, frame_index, cameras.flows)
+        steps = cameras.c2w_unit_steps
+        return self(images, steps, cameras.K, frame_index, cameras.flows) / camera_scale(steps)[:, None, None, None, None]
 
     def forward(
         self,

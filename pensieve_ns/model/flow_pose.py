@@ -1,20 +1,22 @@
-"""Feed-forward cameras from classical optical flow (issue 5, LEARNING.md exp 38; not the paper's head).
+"""Feed-forward cameras from classical optical flow: the camera head of the shipped model (not the paper's head).
 
-The learned pair head (``pair_pose.py``) has to find correspondence in its own correlation volume, and at 32 px it
-stops at Racc@5 0.64-0.72 on validation clips (LEARNING.md exps 27-37). Here correspondence is classical: OpenCV's
+A learned head has to find correspondence in its own features, and at 32-64 px it does so poorly
+(docs/research/LEARNING.md). Here correspondence is classical: OpenCV's
 DIS optical flow between two frames (no learned weights, one pass, no per-scene optimisation), area-averaged onto a
 32 x 32 grid, and only the step flow -> (rotation, translation direction, focal length) is learned. Flow fields of
 a rigid scene are nearly linear in the rotation, and the focal length shows in their second-order terms.
 
 Frames are centre-cropped to a square and resampled to ``FLOW_SIZE`` pixels before the flow, so the network always
-sees the statistics it was trained on (``benchmarks/flow_pose_probe.py``: 64 px generated clips with known cameras,
+sees the statistics it was trained on (``research/flow_pose_probe.py``: 64 px generated clips with known cameras,
 the LABELLED SYNTHETIC PRIOR). Cameras come out as OpenCV camera-to-world (x right, y down, z forward) and pixel
 intrinsics of the input frames.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Type
 
 import cv2
 import numpy as np
@@ -23,9 +25,11 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from pensieve_ns.cameras import axis_angle_to_matrix, intrinsics_matrix, invert_rigid
+from pensieve_ns.cameras import axis_angle_to_matrix, intrinsics_matrix, invert_rigid, normalise_cameras
 from pensieve_ns.cameras import chain as chain_poses
+from pensieve_ns.checkpoints import load_head_weights
 from pensieve_ns.data.frames import grey
+from pensieve_ns.model.camera_head import CameraHeadConfig, CameraPrediction
 
 GRID = 32  # cells a side of the network's input
 FLOW_SIZE = 64  # frames are resampled to this many pixels a side before the flow
@@ -119,15 +123,45 @@ class FlowPoseNet(nn.Module):
         return rot, F.normalize(t, dim=1, eps=1e-6), torch.exp((o_ab[:, 6] + o_ba[:, 6]) / 2)
 
 
+@dataclass
+class FlowCameraHeadConfig(CameraHeadConfig):
+    """Cameras from optical flow between temporal neighbours (``FlowCameraHead``), not the paper's head."""
+
+    _target: Type = field(default_factory=lambda: FlowCameraHead)
+    weights: Optional[Path] = None
+    """A ``FlowCameraHead`` state dict to start from. Trained on generated clips with known cameras: using it is the
+    LABELLED SYNTHETIC PRIOR, and results say so. Forgotten once a checkpoint fills the model."""
+    freeze: bool = False
+    """Keep the head's weights as they are (not in the optimizer): self-supervised training moves pre-trained
+    cameras away from the truth (docs/research/LEARNING.md), so the shipped model freezes them."""
+
+    def setup(self, **kwargs) -> nn.Module:  # type: ignore[override]
+        head = FlowCameraHead()
+        if self.weights is not None:
+            head.load_state_dict(load_head_weights(self.weights, head, "camera head"))
+        if self.freeze:
+            head.requires_grad_(False)
+        return head
+
+
 class FlowCameraHead(nn.Module):
     """Per-frame cameras of a clip from ``FlowPoseNet`` on the flow between frames, read in temporal order: each frame
     against its predecessor (``chain``, the default and what it was trained for) or against batch frame 0. Step
     translations are unit directions, so the chained centres assume a steady speed (scale is free anyway). One
-    focal length per clip: the mean over its pairs. Same interface as ``PairCameraHead``."""
+    focal length per clip: the mean over its pairs."""
+
+    reads_features = False
 
     def __init__(self, width: int = 64):
         super().__init__()
         self.net = FlowPoseNet(width)
+
+    def predict(self, images: Float[Tensor, "B L 3 H W"], frame_index: Optional[Int[Tensor, "B L"]], features=None) -> CameraPrediction:
+        """Chained cameras, normalised (batch frame 0 the identity, farthest centre at 1: the scale is free), with
+        the flows and the unit-step cameras a flow depth head reads."""
+        flows = temporal_flows(images, frame_index)
+        c2w_steps, K, _ = self(images, frame_index, chain=True, flows=flows)
+        return CameraPrediction(normalise_cameras(c2w_steps), K, flows, c2w_steps)
 
     def forward(
         self, images: Float[Tensor, "B L 3 H W"], frame_index: Optional[Int[Tensor, "B L"]] = None, chain: bool = True,

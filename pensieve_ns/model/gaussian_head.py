@@ -1,4 +1,4 @@
-"""Stage-2 Gaussian head (method.md §1.4): per-pixel 3D Gaussians from the context features and cameras.
+"""Stage-2 Gaussian head (docs/method.md §1.4): per-pixel 3D Gaussians from the context features and cameras.
 
 Each context frame's features go through three 3x3 convs (non-affine InstanceNorm, GELU, no biases) and a 1x1 conv
 to 11 raw channels: inverse depth 1, rotation 4, opacity 1, colour 3, scale 2. Gaussians are placed along the pixel
@@ -9,11 +9,13 @@ block, at the block centre, with k times the footprint.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import NamedTuple, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Float, Int
+from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
 from pensieve_ns.cameras import matrix_to_quaternion, quaternion_multiply, unproject_depth
@@ -37,6 +39,39 @@ class Gaussians(NamedTuple):
 def inverse_depth_activation(raw: Tensor) -> Tensor:
     """d = 1 / (1/100 + (1 - 1/100) sigmoid(raw)): z depth in [1, 100], uniform-ish in inverse depth."""
     return 1.0 / (1.0 / MAX_DEPTH + (1.0 / MIN_DEPTH - 1.0 / MAX_DEPTH) * torch.sigmoid(raw))
+
+
+@dataclass
+class GaussianHeadConfig(InstantiateConfig):
+    """The stage-2 Gaussian head (docs/method.md §1.4)."""
+
+    _target: Type = field(default_factory=lambda: GaussianHead)
+    hidden: int = 512
+    stride: int = 1
+    """One Gaussian per stride x stride context pixels (1 = per pixel, the paper; 2-4 keep the CPU renderer fast)."""
+    footprint: Tuple[float, float] = (0.5, 15.0)
+    """Range of each splat's scale times W / depth (the paper's 0.5..15; roughly its size in pixels over fx / W)."""
+
+    def setup(self, in_channels: int = 21, **kwargs) -> nn.Module:  # type: ignore[override]
+        return GaussianHead(in_channels, self.hidden, self.stride, self.footprint)
+
+
+@dataclass
+class DepthHeadConfig(InstantiateConfig):
+    """Where the Gaussians' depth comes from. This one is the paper's: the Gaussian head's own inverse-depth
+    channel, no separate head. ``flow_depth.FlowDepthHeadConfig`` is the alternative the shipped stage 2 uses."""
+
+    _target: Type = field(default_factory=lambda: GaussianChannelDepth)
+
+    def setup(self, **kwargs) -> nn.Module:  # type: ignore[override]
+        return GaussianChannelDepth()
+
+
+class GaussianChannelDepth(nn.Module):
+    """The paper's depth: nothing from outside the Gaussian head (``predict`` gives None)."""
+
+    def predict(self, images: Float[Tensor, "B L 3 H W"], cameras, frame_index: Optional[Int[Tensor, "B L"]] = None) -> None:
+        return None
 
 
 class GaussianHead(nn.Module):

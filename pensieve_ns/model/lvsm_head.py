@@ -1,4 +1,4 @@
-"""Stage-1 proxy renderer (method.md §1.3): a decoder-only transformer over context tokens and a ray-only target."""
+"""Stage-1 proxy renderer (docs/method.md §1.3): a decoder-only transformer over context tokens and a ray-only target."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, Tuple, Type
 
 import torch
 from jaxtyping import Float
@@ -16,14 +16,11 @@ from nerfstudio.models.splatfacto import SplatfactoModel
 
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 
-from pensieve_ns.cameras import camera_scale, invert_rigid, normalise_cameras, plucker_rays
-from pensieve_ns.checkpoints import load_camera_head_weights, load_depth_head_weights
-from pensieve_ns.losses import camera_prior_loss, depth_projection_loss, disparity_smoothness_loss
-from pensieve_ns.model.camera_head import CameraHead, PairCameraHead
-from pensieve_ns.model.flow_depth import FlowDepthHead
-from pensieve_ns.model.flow_pose import FlowCameraHead, temporal_flows
+from pensieve_ns.cameras import invert_rigid, normalise_cameras, plucker_rays
+from pensieve_ns.losses import depth_projection_loss, disparity_smoothness_loss, gather_frames, weighted_image_loss
+from pensieve_ns.model.camera_head import CameraHeadConfig, CameraPrediction
 from pensieve_ns.model.encoder import FEATURE_CHANNELS, PensieveEncoder
-from pensieve_ns.model.gaussian_head import GaussianHead
+from pensieve_ns.model.gaussian_head import DepthHeadConfig, GaussianHeadConfig
 from pensieve_ns.render import render
 from pensieve_ns.model.lvsm_head import LVSMHead
 from pensieve_ns.model.scene import SceneMixin
@@ -32,7 +29,8 @@ from pensieve_ns.model.vit import ViTSize
 
 @dataclass
 class PensieveModelConfig(ModelConfig):
-    """Sizes of the four transformers and the loss weights (presets in pensieve_ns/configs/ set these)."""
+    """Stage 1 (docs/method.md §1.1-1.3): the four transformers' sizes, the camera head and the image losses. Presets
+    (``pensieve_ns/presets.py``) fill it; ``PensieveStage2ModelConfig`` adds the Gaussians."""
 
     _target: Type = field(default_factory=lambda: PensieveModel)
     patch: int = 8
@@ -40,92 +38,38 @@ class PensieveModelConfig(ModelConfig):
     camera_vit: ViTSize = field(default_factory=ViTSize)
     context_vit: ViTSize = field(default_factory=ViTSize)
     lvsm_vit: ViTSize = field(default_factory=ViTSize)
-    camera_head: Literal["features", "pair_flow", "flow_pose"] = "features"
-    """'features': the paper's head on the camera transformer's features (method.md §1.2). 'pair_flow' (issue 5,
-    not the paper): each frame's camera relative to the first from the two images' correlation volume
-    (``PairCameraHead``). 'flow_pose' (issue 5, not the paper): from classical optical flow between the frames
-    (``FlowCameraHead``). Both can start from weights pre-trained with the labelled prior (``camera_head_weights``)."""
-    camera_head_weights: Optional[Path] = None
-    """A ``PairCameraHead`` (``benchmarks/camera_probe.py --save``) or ``FlowCameraHead``
-    (``benchmarks/flow_pose_probe.py``) state dict to start from. Trained on generated clips with known cameras:
-    using it is the LABELLED SYNTHETIC PRIOR, and results say so."""
-    pair_grid: int = 16
-    """Correlation grid of 'pair_flow' (frames are resampled to 2 * pair_grid pixels)."""
-    pair_symmetric: bool = True
-    """'pair_flow' sees each pair both ways; swapping two frames then inverts their relative pose exactly."""
-    pair_chain: bool = True
-    """'pair_flow' reads the frames in temporal order (``frame_index``) and predicts each against its predecessor,
-    composing the steps; False: every frame against frame 0, whose angles shrink with the span (LEARNING.md
-    exp 34: pair angle 0.57 -> 0.70 of the truth, Racc@5 0.53 -> 0.58 with the same weights)."""
-    freeze_camera_head: bool = False
-    """Keep the camera head's weights as they are (not in the optimizer). For a 'pair_flow' or 'flow_pose' head
-    pre-trained with the labelled prior, whose cameras then depend on the images alone: self-supervised training
-    moves such cameras away from the truth (LEARNING.md exp 29), and the shipped models froze them (exps 35, 37)."""
-    camera_hidden: int = 512
-    camera_quaternion: Literal["spec", "residual"] = "spec"
-    """'spec': the paper's head (w row all ones); 'residual': q = identity + output (see CameraHead)."""
-    l2_weight: float = 1.0
+    camera_head: CameraHeadConfig = field(default_factory=CameraHeadConfig)
+    """The paper's head on the camera transformer's features, or ``FlowCameraHeadConfig``."""
     lpips_weight: float = 0.5
     """LPIPS-VGG weight; its backbone weights must be loadable (offline: provide them or set 0)."""
     checkpointing: bool = False
-    """Gradient checkpointing in every transformer (saves memory at paper scale)."""
+    """Gradient checkpointing in every transformer (saves memory at paper scale; the paper uses it)."""
     autocast_bf16: bool = False
     """Run the transformers under bf16 autocast (for GPUs; outputs stay float32). The paper trains in bf16."""
-    camera_source: Literal["predicted", "ground_truth"] = "predicted"
-    """'ground_truth' is the ORACLE of the learning benchmark and of the optional synthetic prior: the LVSM head
-    is fed normalised ground-truth cameras of generated clips. User data never supplies cameras."""
-    camera_prior_weight: float = 0.0
-    """LABELLED SYNTHETIC PRIOR, off by default: > 0 adds a supervised loss between the predicted cameras and the
-    known cameras of generated clips (``losses.camera_prior_loss``). Only for pre-training on generated data;
-    a clip without ground truth is refused."""
-    camera_prior_rotation_weight: float = 1.0
-    """Weight of the prior's rotation term inside ``camera_prior_loss`` (its squared Frobenius distance is about
-    the squared angle in radians, 0.03 at 10 degrees, against centre terms of order one; the pair head's
-    pre-training used 1600)."""
+    scene_sample: int = 0
+    """Which fixed evaluation sample becomes the model's "current scene" (what ns-export and ns-viewer show)."""
+    labelled_prior: str = ""
+    """Non-empty where some weights were trained with the LABELLED SYNTHETIC PRIOR (known cameras of generated
+    clips): says which. ``pensieve-eval`` and ``pensieve-reconstruct`` copy it into what they write."""
+    sh_degree: ClassVar[int] = 0
+    """Colours are view-independent (degree-0 SH); read by nerfstudio's Splatfacto export path. Not an option."""
 
-    # Stage 2 (method.md §1.4, §1.5, §2.2): Gaussians from the context features, splatted into every frame.
-    gaussians: bool = False
-    """Predict per-pixel Gaussians and render them into all L predicted cameras (stage 2)."""
-    depth_head: Literal["gaussian", "flow"] = "gaussian"
-    """Where the Gaussians' depth comes from. 'gaussian': the Gaussian head's own inverse-depth channel (the
-    paper). 'flow' (issue 5, not the paper; needs camera_head='flow_pose'): ``FlowDepthHead``, optical flow to the
-    temporal neighbours read under the predicted cameras, in the cameras' own scale."""
-    depth_head_weights: Optional[Path] = None
-    """A ``FlowDepthHead`` state dict (``benchmarks/flow_depth_probe.py``): trained photometrically with the known
-    cameras of generated clips, the LABELLED SYNTHETIC PRIOR (no depth labels)."""
-    freeze_depth_head: bool = False
-    """Keep the flow depth head's weights as they are (not in the optimizer), as stage 2 alignment exp 5 did."""
-    depth_unmeasured_threshold: Optional[float] = None
-    """depth_head='flow': windows whose flow measures no depth (pans; ``flow_depth.neighbour_disagreement`` above
-    this) get one constant depth instead of the net's map (LEARNING.md exp 42). None: never."""
-    gaussian_hidden: int = 512
-    gaussian_stride: int = 1
-    """One Gaussian per stride x stride context pixels (1 = per pixel, the paper; 2-4 keep the CPU renderer fast)."""
-    gaussian_footprint: Tuple[float, float] = (0.5, 15.0)
-    """Range of each splat's scale times W / depth (the paper's 0.5..15; roughly its size in pixels over fx / W)."""
+
+@dataclass
+class PensieveStage2ModelConfig(PensieveModelConfig):
+    """Stage 2 (docs/method.md §1.4, §1.5, §2.2): stage 1 plus Gaussians from the context features, splatted into every
+    frame, and the depth losses."""
+
+    gaussian_head: GaussianHeadConfig = field(default_factory=GaussianHeadConfig)
+    depth_head: DepthHeadConfig = field(default_factory=DepthHeadConfig)
+    """The paper's (the Gaussian head's own inverse depth), or ``FlowDepthHeadConfig``."""
     renderer: Literal["auto", "torch", "gsplat"] = "auto"
     """Splat backend: 'auto' uses gsplat on CUDA and the tiled PyTorch renderer elsewhere."""
     tile_size: int = 16
-    depth_projection_weight: float = 0.0
+    depth_projection_weight: float = 1.0
     depth_projection_max_step: int = 600000
-    """The depth projection loss decays linearly to 0 at this step."""
-    depth_smooth_weight: float = 0.0
-    scene_sample: int = 0
-    """Which fixed evaluation sample becomes the model's "current scene" (what ns-export and ns-viewer show)."""
-    sh_degree: int = 0
-    """Colours are view-independent (degree-0 SH); read by nerfstudio's Splatfacto code paths."""
-
-
-def gather_frames(x: Float[Tensor, "B L *rest"], index: Tensor) -> Float[Tensor, "B G *rest"]:
-    """x[b, index[b]] for every b."""
-    return torch.gather(x, 1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
-
-
-def weighted_image_loss(
-    per_frame: Float[Tensor, "B L"], weights: Float[Tensor, "B L"]
-) -> Float[Tensor, ""]:
-    """Pooled weighted mean: sum of per-frame means times their weights over the sum of weights (method.md §2.2)."""
-    return (per_frame * weights).sum() / weights.sum()
+    """The depth projection loss decays linearly to 0 at this training step."""
+    depth_smooth_weight: float = 0.001
 
 
 class PensieveModel(SceneMixin, SplatfactoModel):
@@ -143,31 +87,11 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         # No super().populate_modules(): it would add a ray collider, and this model takes clips, not rays.
         cfg = self.config
         self.encoder = PensieveEncoder(cfg.frame_vit, cfg.camera_vit, cfg.context_vit, cfg.patch, cfg.checkpointing)
-        if cfg.camera_head in ("pair_flow", "flow_pose"):
-            if cfg.camera_head == "pair_flow":
-                self.camera_head = PairCameraHead(cfg.pair_grid, symmetric=cfg.pair_symmetric)
-            else:
-                self.camera_head = FlowCameraHead()
-            if cfg.camera_head_weights is not None:
-                self.camera_head.load_state_dict(load_camera_head_weights(cfg.camera_head_weights, self.camera_head))
-        else:
-            self.camera_head = CameraHead(FEATURE_CHANNELS + 5, cfg.camera_hidden, cfg.camera_quaternion)
-        if cfg.freeze_camera_head:
-            self.camera_head.requires_grad_(False)
+        self.camera_head = cfg.camera_head.setup(in_channels=FEATURE_CHANNELS + 5)
         self.lvsm = LVSMHead(cfg.lvsm_vit, cfg.patch, FEATURE_CHANNELS + 5, cfg.checkpointing)
-        self.gaussian_head = (
-            GaussianHead(FEATURE_CHANNELS + 5, cfg.gaussian_hidden, cfg.gaussian_stride, cfg.gaussian_footprint) if cfg.gaussians else None
-        )
-        self.depth_head = None
-        if cfg.gaussians and cfg.depth_head == "flow":
-            if cfg.camera_head != "flow_pose" or cfg.camera_source != "predicted":
-                raise ValueError("depth_head='flow' reads the flow camera head's cameras: set camera_head='flow_pose' "
-                                 "(and camera_source='predicted')")
-            self.depth_head = FlowDepthHead(unmeasured_threshold=cfg.depth_unmeasured_threshold)
-            if cfg.depth_head_weights is not None:
-                self.depth_head.load_state_dict(load_depth_head_weights(cfg.depth_head_weights, self.depth_head))
-            if cfg.freeze_depth_head:
-                self.depth_head.requires_grad_(False)
+        stage2 = isinstance(cfg, PensieveStage2ModelConfig)
+        self.gaussian_head = cfg.gaussian_head.setup(in_channels=FEATURE_CHANNELS + 5) if stage2 else None
+        self.depth_head = cfg.depth_head.setup() if stage2 else None
         self.step = 0  # training iteration, for the depth projection loss's decay (set by a callback)
         self.init_scene_buffers()
         self.lpips = None
@@ -196,26 +120,16 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         """
         images, context = batch["images"], batch["context"]
         H, W = images.shape[-2:]
+        reads_features = self.camera_head.reads_features and "given_c2w_opencv" not in batch
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
-            # Camera features of all frames (None for the pair head, which reads the images), scene of the context.
-            f_cam, f_ctx = self.encoder(images, context, camera_features=self.config.camera_head == "features")
+            # Camera features of all frames (only for a head that reads them), latent scene of the context.
+            f_cam, f_ctx = self.encoder(images, context, camera_features=reads_features)
         f_ctx = f_ctx.float()  # cameras and rays in float32
-        if self.config.camera_source == "ground_truth":  # oracle: known cameras of generated clips
-            c2w, K = normalise_cameras(batch["gt_c2w_opencv"]), batch["gt_K"]
-        elif self.config.camera_head in ("pair_flow", "flow_pose"):
-            # Frame to frame in time (pair_chain) or each frame against the first; OpenCV c2w with batch frame 0
-            # the identity, clip intrinsics. Its translation scale is free (the prior
-            # loss compares normalised cameras), so the decoder gets the oracle's convention: farthest centre at 1.
-            frame_index = batch.get("frame_index")
-            if self.depth_head is not None:  # both flow heads read the flow between temporal neighbours: once
-                flows = temporal_flows(images, frame_index)
-                c2w_head, K, _ = self.camera_head(images, frame_index, chain=self.config.pair_chain,
-                                                  flows=flows if self.config.pair_chain else None)
-            else:
-                c2w_head, K, _ = self.camera_head(images, frame_index, chain=self.config.pair_chain)
-            c2w = normalise_cameras(c2w_head)
-        else:
-            c2w, K, _ = self.camera_head(f_cam.float())  # latent cameras (OpenCV c2w) and clip intrinsics
+        if "given_c2w_opencv" in batch:  # cameras from elsewhere (pensieve-reconstruct --cameras), normalised
+            cameras = CameraPrediction(normalise_cameras(batch["given_c2w_opencv"]), batch["given_K"])
+        else:  # latent cameras (OpenCV c2w) and clip intrinsics
+            cameras = self.camera_head.predict(images, batch.get("frame_index"), f_cam.float() if reads_features else None)
+        c2w, K = cameras.c2w_opencv, cameras.K
         rays = plucker_rays(c2w, K, H, W)  # [B, L, 6, H, W]
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.config.autocast_bf16):
             rgb = self.lvsm(f_ctx, gather_frames(rays, context), rays).float()  # every frame, one pass each
@@ -224,11 +138,10 @@ class PensieveModel(SceneMixin, SplatfactoModel):
             return outputs
 
         # Stage 2: Gaussians along the context frames' rays (predicted cameras), splatted into all L cameras over
-        # uniform noise while training (pushes coverage to 1), over mid-grey when evaluating.
-        depth = None
-        if self.depth_head is not None:  # flow depth under the head's unit-step cameras, then in c2w's scale
-            depth = self.depth_head(images, c2w_head, K, frame_index, flows) / camera_scale(c2w_head)[:, None, None, None, None]
-            depth = gather_frames(depth, context)
+        # uniform noise while training (pushes coverage to 1), over mid-grey when evaluating. Depth from the depth
+        # head where it gives one (in c2w's units), else the Gaussian head's own.
+        depth = self.depth_head.predict(images, cameras, batch.get("frame_index"))
+        depth = gather_frames(depth, context) if depth is not None else None
         gs = self.gaussian_head(f_ctx, gather_frames(images, context), gather_frames(c2w, context), gather_frames(K, context), depth)
         background = torch.rand_like(images) if self.training else torch.full_like(images, 0.5)
         outputs["rgb_gs"], outputs["alpha_gs"], outputs["depth_gs"] = self.splat(gs, c2w, K, background)
@@ -290,17 +203,10 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         pred = torch.cat(renders, dim=1)
         gt = torch.cat([images] * len(renders), dim=1)
         mse = ((pred - gt) ** 2).mean(dim=(2, 3, 4))
-        losses = {"l2": cfg.l2_weight * weighted_image_loss(mse, weights)}
+        losses = {"l2": weighted_image_loss(mse, weights)}
         if self.lpips is not None:
             per_frame = self.lpips(pred.flatten(0, 1), gt.flatten(0, 1), normalize=True).view(weights.shape)
             losses["lpips"] = cfg.lpips_weight * weighted_image_loss(per_frame, weights)
-        if cfg.camera_prior_weight > 0:  # the labelled synthetic prior (generated clips with known cameras)
-            if "has_gt" in batch and not bool(batch["has_gt"].all()):
-                raise ValueError("camera_prior_weight > 0 needs ground-truth cameras (generated clips) for every clip")
-            losses["camera_prior"] = cfg.camera_prior_weight * camera_prior_loss(
-                outputs["c2w_opencv"], outputs["K"], batch["gt_c2w_opencv"], batch["gt_K"],
-                rotation_weight=cfg.camera_prior_rotation_weight,
-            )
         if "depth_gs" not in outputs:
             return losses
         B, L, _, H, W = images.shape

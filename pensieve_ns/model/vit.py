@@ -1,4 +1,4 @@
-"""The one ViT used by every transformer of the model (method.md §1.1).
+"""The one ViT used by every transformer of the model (docs/method.md §1.1).
 
 Pre-LN blocks with QK-RMSNorm and bias-free linears, a patch tokenizer, optional "hook" fusion of an
 intermediate block with the last, and a dense unpatchify head. No positional embeddings: position enters
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 @dataclass
 class ViTSize:
-    """Width and depth of one transformer (presets in pensieve_ns/configs/ fill these)."""
+    """Width and depth of one transformer (the presets in ``method_configs.py`` fill these)."""
 
     dim: int = 512
     depth: int = 8
