@@ -32,10 +32,10 @@ sysdeps:
 	fi
 
 test: install
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2  # two workers: most slow tests wait on ns-* subprocesses
 
 test-fast: install
-	$(VENV)/bin/pytest -q -m "not slow"
+	$(VENV)/bin/pytest -q -n 2 -m "not slow"
 
 demo: install
 	$(PY) -m pensieve_ns.demo --pretrained pretrained --out $(DEMO_OUT)

@@ -14,7 +14,7 @@ Conventions used across pensieve-ns (a name always says which one a tensor is in
 
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -117,6 +117,23 @@ def pixelsplat_camera_to_opencv(
     K = intrinsics_matrix(cams[:, 0] * width, cams[:, 1] * height, cams[:, 2] * width, cams[:, 3] * height)
     w2c = to_homogeneous(cams[:, 6:18].reshape(-1, 3, 4))
     return invert_rigid(w2c), K
+
+
+def opencv_to_pixelsplat_camera(
+    c2w_opencv: Float[np.ndarray, "N 4 4"], K: Float[np.ndarray, "N 3 3"], src_hw: Sequence[Tuple[int, int]]
+) -> Float[np.ndarray, "N 18"]:
+    """The inverse of ``pixelsplat_camera_to_opencv``: rows of fx/W, fy/H, cx/W, cy/H, 0, 0, w2c[:3, :4].
+
+    ``K[i]`` is in pixels of an image of ``src_hw[i]`` = (H, W). Normalised intrinsics do not change when an image
+    is resized (pixel centres at +0.5 scale with the plane), so the reader's K at the packed size equals the
+    source K scaled per axis, with no resize factor to carry here.
+    """
+    hw = np.asarray(src_hw, dtype=np.float64).reshape(-1, 2)
+    out = np.zeros((len(c2w_opencv), 18), dtype=np.float64)
+    out[:, 0], out[:, 2] = K[:, 0, 0] / hw[:, 1], K[:, 0, 2] / hw[:, 1]
+    out[:, 1], out[:, 3] = K[:, 1, 1] / hw[:, 0], K[:, 1, 2] / hw[:, 0]
+    out[:, 6:] = invert_rigid(np.asarray(c2w_opencv, dtype=np.float64))[:, :3, :].reshape(-1, 12)
+    return out.astype(np.float32)
 
 
 def quaternion_to_matrix(quat: Float[Tensor, "*batch 4"]) -> Float[Tensor, "*batch 3 3"]:

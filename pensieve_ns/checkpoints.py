@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from pensieve_ns.errors import PensieveInputError
 
 STAGE1_MODULES = ("encoder.", "camera_head.", "lvsm.")  # what stage 2 takes over (docs/method.md §2.3)
+STAGE2_MODULES = STAGE1_MODULES + ("gaussian_head.",)  # what the DL3DV fine-tune takes from a stage-2 run
 
 
 def resolve_checkpoint(path: Path) -> Path:

@@ -1,203 +1,28 @@
-"""The registered methods and their presets, in Python as nerfstudio's own ``method_configs.py``.
+"""The registered methods (``ns-train --help`` lists them); their presets are in ``presets.py``.
 
     ns-train pensieve-stage1          tiny CPU preset: 64 px, width 128, two layers per transformer
     ns-train pensieve-stage2          the same, plus Gaussians (start from a stage-1 run: --stage1-checkpoint)
     ns-train pensieve-stage2-flow64   stage 2 of the shipped 64 px model (its flow camera and depth heads, frozen)
+    ns-train pensieve-stage1-re10k    the paper, RealEstate10K stage 1 (GPUs)
+    ns-train pensieve-stage2-re10k    the paper, RealEstate10K stage 2 (--stage1-checkpoint a stage1-re10k run)
+    ns-train pensieve-stage2-dl3dv    the paper's DL3DV fine-tune (--stage1-checkpoint a stage2-re10k run)
 
-A preset is a function returning a ``Preset``: the stage-1 model, data and schedule, and how stage 2 extends them.
 Every field of every config is reachable from ``ns-train`` (``--pipeline.model.camera-head.freeze True`` ...).
-
 Imported by nerfstudio while it builds its CLI: keep imports cheap and never import
 ``nerfstudio.configs.method_configs`` here (circular import).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Callable, Dict, Tuple, Type
-
 import numpy as np
 import torch
-from nerfstudio.configs.base_config import ViewerConfig
-from nerfstudio.engine.optimizers import OptimizerConfig
-from nerfstudio.engine.schedulers import CosineDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from pensieve_ns.data.datamanager import PensieveDataManagerConfig
-from pensieve_ns.data.sampler import ClipSamplerConfig
-from pensieve_ns.model.flow_depth import FlowDepthHeadConfig
-from pensieve_ns.model.flow_pose import FlowCameraHeadConfig
-from pensieve_ns.model.gaussian_head import GaussianHeadConfig
-from pensieve_ns.model.pensieve import PensieveModelConfig, PensieveStage2ModelConfig
-from pensieve_ns.model.vit import ViTSize
-from pensieve_ns.pipeline import PensievePipelineConfig
-from pensieve_ns.trainer import PensieveTrainerConfig
+from pensieve_ns.presets import PRESETS, stage1_config, stage2_config  # noqa: F401  (re-exported)
 
 # nerfstudio's schedulers put numpy scalars into checkpoints, which torch >= 2.6 refuses to unpickle with
 # weights_only=True (nerfstudio issue #3683): allow exactly those types.
 torch.serialization.add_safe_globals([np.core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in ("float64", "float32", "int64")}])
-
-FLOW_PRIOR = ("flow camera head (and, in stage 2, flow depth head) trained on generated clips with known cameras; "
-              "decoder trained self-supervised on generated clips")
-"""What the shipped flow64 weights learned from labelled synthetic cameras (copied into their outputs)."""
-
-
-@dataclass
-class AdamWOptimizerConfig(OptimizerConfig):
-    """AdamW as the paper uses it: lr 4e-4, betas (0.9, 0.95), PyTorch's default weight decay 0.01."""
-
-    _target: Type = torch.optim.AdamW
-    lr: float = 4e-4
-    betas: Tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.01
-
-
-@dataclass
-class Schedule:
-    """Learning rate (linear warm-up, cosine decay to ``lr_final``), length and logging cadence, in optimizer steps."""
-
-    lr: float
-    lr_final: float
-    warmup_steps: int
-    steps: int
-    eval_image_every: int = 200
-    eval_all_every: int = 1000
-    save_every: int = 200
-
-
-@dataclass
-class Preset:
-    """Stage 1 as built, and what stage 2 adds (``stage2`` turns a stage-1 model config into stage 2's)."""
-
-    model: PensieveModelConfig
-    data: PensieveDataManagerConfig
-    schedule: Schedule
-    stage2: Callable[[PensieveModelConfig], PensieveStage2ModelConfig]
-    stage2_schedule: Schedule
-    gap_warmup: Tuple[int, int] = (1, 500)
-    """Stage 2's sampler gap warm-up: from this gap, over this many steps, to the preset's largest gap."""
-
-
-def small_vit(depth: int = 2) -> ViTSize:
-    return ViTSize(dim=128, depth=depth, heads=4, mlp_hidden=512, hook=0)
-
-
-def extend_to_stage2(model: PensieveModelConfig, **stage2) -> PensieveStage2ModelConfig:
-    """A stage-2 model config holding every field of ``model`` plus ``stage2``'s."""
-    return PensieveStage2ModelConfig(**{f.name: getattr(model, f.name) for f in fields(model) if f.init}, **stage2)
-
-
-def cpu_stage2(model: PensieveModelConfig, **extra) -> PensieveStage2ModelConfig:
-    """Stage 2 scaled to the CPU: one Gaussian per 2x2 pixels, small splats (short per-tile lists for the tiled
-    renderer), the depth projection loss decaying by step 2000."""
-    return extend_to_stage2(
-        model, gaussian_head=GaussianHeadConfig(hidden=32, stride=2, footprint=(0.1, 1.5)), tile_size=8,
-        depth_projection_weight=1.0, depth_projection_max_step=2000, depth_smooth_weight=0.001, **extra,
-    )
-
-
-def tiny() -> Preset:
-    """64 px clips, width 128, two layers per transformer, the paper's camera head: what CPUs train."""
-    model = PensieveModelConfig(
-        patch=8, frame_vit=small_vit(), camera_vit=small_vit(), context_vit=small_vit(), lvsm_vit=small_vit(),
-        lpips_weight=0.0,  # LPIPS-VGG needs downloaded weights; offline machines train without it
-    )
-    model.camera_head.hidden = 128
-    data = PensieveDataManagerConfig(
-        image_size=(64, 64), batch_size=4,
-        sampler=ClipSamplerConfig(window_frames=5, min_views=2, max_context=4, min_gap=1, max_gap=3, eval_views=5),
-    )
-    return Preset(model, data, Schedule(lr=4e-4, lr_final=1e-5, warmup_steps=100, steps=2000), cpu_stage2,
-                  Schedule(lr=4e-4, lr_final=1e-5, warmup_steps=100, steps=1000))
-
-
-def flow64() -> Preset:
-    """The shipped 64 px model: patch 4, LVSM depth 4, the flow camera head (labelled synthetic prior, frozen).
-    Stage 2 puts the Gaussians at the flow depth head's depth (also frozen); windows whose flow measures no depth
-    (pans) get one constant depth."""
-    model = PensieveModelConfig(
-        patch=4, frame_vit=small_vit(), camera_vit=small_vit(), context_vit=small_vit(), lvsm_vit=small_vit(4),
-        camera_head=FlowCameraHeadConfig(freeze=True), lpips_weight=0.0, labelled_prior=FLOW_PRIOR,
-    )
-    data = PensieveDataManagerConfig(
-        image_size=(64, 64), batch_size=16,
-        sampler=ClipSamplerConfig(window_frames=5, min_views=2, max_context=4, min_gap=1, max_gap=2, eval_views=5, eval_gap=2),
-    )
-
-    def stage2(m: PensieveModelConfig) -> PensieveStage2ModelConfig:
-        return cpu_stage2(m, depth_head=FlowDepthHeadConfig(freeze=True, unmeasured_threshold=0.6))
-
-    return Preset(model, data, Schedule(lr=3e-4, lr_final=7.5e-6, warmup_steps=20, steps=400), stage2,
-                  Schedule(lr=3e-4, lr_final=7.5e-6, warmup_steps=20, steps=1000))
-
-
-def re10k() -> Preset:
-    """Paper scale, RealEstate10K (docs/method.md §1-2): 256x256, 7-frame windows with gaps 12-48, about 240M parameters.
-    GPU only. Counters are in optimizer steps."""
-    model = PensieveModelConfig(
-        patch=8, lpips_weight=0.5,
-        frame_vit=ViTSize(dim=768, depth=12, heads=16, mlp_hidden=4096, hook=5),
-        camera_vit=ViTSize(dim=512, depth=8, heads=16, mlp_hidden=4096, hook=3),
-        context_vit=ViTSize(dim=512, depth=8, heads=16, mlp_hidden=4096, hook=3),
-        lvsm_vit=ViTSize(dim=512, depth=8, heads=16, mlp_hidden=4096, hook=3),
-    )
-    data = PensieveDataManagerConfig(
-        image_size=(256, 256), batch_size=8,
-        sampler=ClipSamplerConfig(window_frames=7, min_views=2, max_context=6, min_gap=12, max_gap=48, eval_views=5),
-    )
-    schedule = Schedule(lr=4e-4, lr_final=1e-5, warmup_steps=2000, steps=200000, eval_image_every=2000,
-                        eval_all_every=20000, save_every=2000)
-
-    def stage2(m: PensieveModelConfig) -> PensieveStage2ModelConfig:
-        return extend_to_stage2(m, gaussian_head=GaussianHeadConfig(hidden=512, stride=1, footprint=(0.5, 15.0)),
-                                tile_size=16, depth_projection_weight=1.0, depth_projection_max_step=600000,
-                                depth_smooth_weight=0.001)
-
-    return Preset(model, data, schedule, stage2, schedule, gap_warmup=(4, 20000))
-
-
-PRESETS: Dict[str, Callable[[], Preset]] = {"tiny": tiny, "flow64": flow64, "re10k": re10k}
-
-
-def trainer_config(method_name: str, model: PensieveModelConfig, data: PensieveDataManagerConfig, s: Schedule) -> PensieveTrainerConfig:
-    return PensieveTrainerConfig(
-        method_name=method_name,
-        steps_per_eval_batch=0,
-        steps_per_eval_image=s.eval_image_every,
-        steps_per_eval_all_images=s.eval_all_every,
-        steps_per_save=s.save_every,
-        max_num_iterations=s.steps,
-        mixed_precision=False,
-        pipeline=PensievePipelineConfig(datamanager=data, model=model),
-        optimizers={
-            "model": {
-                "optimizer": AdamWOptimizerConfig(lr=s.lr),
-                "scheduler": CosineDecaySchedulerConfig(
-                    warm_up_end=s.warmup_steps, learning_rate_alpha=s.lr_final / s.lr, max_steps=s.steps
-                ),
-            }
-        },
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
-        vis="tensorboard",
-    )
-
-
-def method_name(stage: int, preset: str) -> str:
-    return f"pensieve-stage{stage}" if preset == "tiny" else f"pensieve-stage{stage}-{preset}"
-
-
-def stage1_config(preset: str = "tiny") -> PensieveTrainerConfig:
-    p = PRESETS[preset]()
-    return trainer_config(method_name(1, preset), p.model, p.data, p.schedule)
-
-
-def stage2_config(preset: str = "tiny") -> PensieveTrainerConfig:
-    """Stage 1's model and data plus the Gaussian head, the splat renders and the depth losses; initialised from
-    a stage-1 checkpoint (``--stage1-checkpoint``) with a fresh optimizer and schedule."""
-    p = PRESETS[preset]()
-    p.data.sampler.gap_warmup_start, p.data.sampler.gap_warmup_steps = p.gap_warmup
-    return trainer_config(method_name(2, preset), p.stage2(p.model), p.data, p.stage2_schedule)
-
 
 pensieve_stage1 = MethodSpecification(
     config=stage1_config("tiny"),
@@ -215,4 +40,19 @@ pensieve_stage2_flow64 = MethodSpecification(
     description="Pensieve stage 2 at 64 px from the shipped model (--stage1-checkpoint pretrained/stage1-flow64 "
     "--pipeline.model.depth-head.weights pretrained/flow-depth-head/flow_depth_head.pt): its flow camera and "
     "depth heads, pre-trained with the labelled synthetic prior, stay frozen.",
+)
+
+pensieve_stage1_re10k = MethodSpecification(
+    config=stage1_config("re10k"),
+    description="Pensieve stage 1 at the paper's settings on RealEstate10K (256 px, GPUs: bf16, checkpointing).",
+)
+
+pensieve_stage2_re10k = MethodSpecification(
+    config=stage2_config("re10k"),
+    description="Pensieve stage 2 at the paper's settings on RealEstate10K (--stage1-checkpoint a stage1-re10k run).",
+)
+
+pensieve_stage2_dl3dv = MethodSpecification(
+    config=stage2_config("dl3dv"),
+    description="Pensieve's DL3DV fine-tune at the paper's settings, 256x448 (--stage1-checkpoint a stage2-re10k run).",
 )

@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import Optional, Tuple, Type
 
 import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from pensieve_ns.checkpoints import STAGE1_MODULES
 from pensieve_ns.errors import PensieveInputError, exit_with_error
 
 
@@ -30,6 +31,8 @@ class PensieveTrainerConfig(TrainerConfig):
     """pensieve-stage2: the stage-1 run to start from (its folder, config.yml or a step-*.ckpt). Its backbone,
     camera head and LVSM head are loaded, the Gaussian head starts fresh, and so do the optimizer and schedule.
     Ignored when resuming with --load-dir / --load-checkpoint."""
+    stage1_modules: Tuple[str, ...] = STAGE1_MODULES
+    """The modules taken from ``--stage1-checkpoint`` (the DL3DV fine-tune also takes the Gaussian head)."""
 
     def __post_init__(self) -> None:
         # Built by ns-train's CLI after nerfstudio's train script is fully imported, and before it launches
@@ -37,6 +40,16 @@ class PensieveTrainerConfig(TrainerConfig):
         from pensieve_ns.distributed import enable_cpu_workers
 
         enable_cpu_workers()
+
+
+def check_stage2_start(model_config, modules) -> None:
+    """Refuse a stage-2 start that would leave a frozen head at its random weights: a frozen flow depth head gets
+    nothing from a stage-1 run, so it needs its own starting weights."""
+    depth_head = getattr(model_config, "depth_head", None)
+    from_checkpoint = "depth_head." in modules
+    if getattr(depth_head, "freeze", False) and getattr(depth_head, "weights", None) is None and not from_checkpoint:
+        raise PensieveInputError(None, "a frozen flow depth head needs its weights: pass --pipeline.model."
+                                 "depth-head.weights (the shipped ones: pretrained/flow-depth-head/flow_depth_head.pt)")
 
 
 class PensieveTrainer(Trainer):
@@ -55,15 +68,11 @@ class PensieveTrainer(Trainer):
                 )
             from pensieve_ns.checkpoints import load_stage1_weights
 
-            depth_head = model.config.depth_head
-            if getattr(depth_head, "freeze", False) and getattr(depth_head, "weights", None) is None:
-                # a stage-1 run has no depth head: a frozen one would stay at its random start
-                raise PensieveInputError(None, "a frozen flow depth head needs its weights: pass --pipeline.model."
-                                         "depth-head.weights (the shipped ones: pretrained/flow-depth-head/flow_depth_head.pt)")
-            ckpt, count = load_stage1_weights(model, self.config.stage1_checkpoint)
+            check_stage2_start(model.config, self.config.stage1_modules)
+            ckpt, count = load_stage1_weights(model, self.config.stage1_checkpoint, self.config.stage1_modules)
         except PensieveInputError as err:
             exit_with_error(err, "pensieve-stage2")
-        CONSOLE.print(f"Stage 2 initialised from {ckpt} ({count} tensors: backbone, camera head, LVSM head)")
+        CONSOLE.print(f"Stage 2 initialised from {ckpt} ({count} tensors of {', '.join(m.rstrip('.') for m in self.config.stage1_modules)})")
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:

@@ -130,7 +130,7 @@ def test_stage2_trains_from_stage1_and_resumes(synth_dir, stage1_run, tmp_path):
     run = ns_train("pensieve-stage2", synth_dir, tmp_path / "a", "--stage1-checkpoint", stage1_run,
                    "--max-num-iterations", 3, "--steps-per-save", 2)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "Stage 2 initialised from" in run.stdout and "tensors: backbone, camera head, LVSM head" in run.stdout
+    assert "Stage 2 initialised from" in run.stdout and "tensors of encoder, camera_head, lvsm)" in run.stdout
     ckpt = sorted((tmp_path / "a").rglob("step-*.ckpt"))[-1]
     state = torch.load(ckpt, map_location="cpu")["pipeline"]
     assert any(k.startswith("_model.gaussian_head.") for k in state)

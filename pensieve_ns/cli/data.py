@@ -1,7 +1,8 @@
-"""``pensieve-data``: look at what the readers find in a path, and write built-in synthetic clips.
+"""``pensieve-data``: look at what the readers find in a path, pack clips into chunks, write synthetic clips.
 
     pensieve-data inspect PATH [--json] [--reader auto|video|images|nerfstudio|chunks]
     pensieve-data synth OUT --num-clips N --frames F --size S --seed K [--split train|heldout]
+    pensieve-data pack SRC OUT [--chunk-mb 100] [--max-size 360] [--quality 95] [--split train]
 
 Bad input prints one line naming the file and the problem and exits with status 2; nothing is written.
 """
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--split", default="train", choices=["train", "heldout"])
     s.add_argument("--overwrite", action="store_true")
+    k = sub.add_parser("pack", help="pack videos, image folders or scenes into pixelSplat chunks (OUT/SPLIT/*.torch)")
+    k.add_argument("src", type=Path, help="anything inspect lists clips in")
+    k.add_argument("out", type=Path, help="a new or empty folder; gets SPLIT/000000.torch ... and SPLIT/index.json")
+    k.add_argument("--chunk-mb", type=float, default=100.0, help="about this many MB of scenes per chunk file")
+    k.add_argument("--max-size", type=int, default=360, help="shrink frames so the short side is at most this")
+    k.add_argument("--quality", type=int, default=95, help="JPEG quality of the re-encoded frames")
+    k.add_argument("--split", default="train", help="sub-folder of OUT to write (e.g. train, test)")
     return parser
 
 
@@ -109,6 +117,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(json.dumps(records, indent=1))
             else:
                 _print_table(args.path, records)
+        elif args.command == "pack":
+            from pensieve_ns.data.pack import pack
+
+            summary = pack(args.src, args.out, args.split, args.chunk_mb, args.max_size, args.quality)
+            print(summary.line())
         else:
             synth(args.out, args.num_clips, args.frames, args.size, args.seed, args.split, args.overwrite)
             print(f"wrote {args.num_clips} {args.split} clip(s) of {args.frames} frames at {args.size}px to {args.out}")

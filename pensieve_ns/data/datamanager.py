@@ -20,6 +20,7 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
 from nerfstudio.data.scene_box import SceneBox
 
+from pensieve_ns.data.chunk_stream import ChunkStream, chunk_files, is_chunk_folder
 from pensieve_ns.data.dataset import ClipFrames, ClipSampleDataset
 from pensieve_ns.data.sampler import (
     ClipSamplerConfig,
@@ -29,7 +30,7 @@ from pensieve_ns.data.sampler import (
     load_eval_index,
     usable_clips,
 )
-from pensieve_ns.data.sources import Clip, ReaderName, find_clips
+from pensieve_ns.data.sources import Clip, ReaderName, chunk_file_clips, find_clips
 from pensieve_ns.errors import DataWarning, PensieveInputError, exit_with_error
 
 DEFAULT_FOCAL_FRACTION = 1.55
@@ -42,7 +43,8 @@ class PensieveDataManagerConfig(DataManagerConfig):
 
     _target: Type = field(default_factory=lambda: PensieveDataManager)
     data: Optional[Path] = None
-    """A video, a folder of videos, an image folder or folder of them, a nerfstudio scene, or pixelSplat chunks."""
+    """A video, a folder of videos, an image folder or folder of them, a nerfstudio scene, or pixelSplat chunks. A
+    dataset root with ``train/`` and ``test/`` (pixelSplat's layout) trains on ``train/`` and evaluates on ``test/``."""
     reader: ReaderName = "auto"
     """Which reader to use; 'auto' detects it from what the path holds."""
     video_stride: int = 1
@@ -55,7 +57,8 @@ class PensieveDataManagerConfig(DataManagerConfig):
     """Clips per training step."""
     sampler: ClipSamplerConfig = field(default_factory=ClipSamplerConfig)
     eval_data: Optional[Path] = None
-    """Held-out clips; when None, a share of ``data``'s clips is held out (``eval_fraction``)."""
+    """Held-out clips; when None, ``data``'s ``test/`` (a dataset root) or a share of ``data``'s clips
+    (``eval_fraction``)."""
     eval_fraction: float = 0.1
     """Share of clips held out for evaluation when ``eval_data`` is None (every k-th clip in name order)."""
     eval_index: Optional[Path] = None
@@ -65,6 +68,11 @@ class PensieveDataManagerConfig(DataManagerConfig):
     cache_gb: float = 4.0
     """Memory for decoded frames; all clips are decoded up front when they fit (workers then share them)."""
     seed: int = 0
+    """Sampler seed; each process adds its global rank."""
+    stream_chunks: bool = True
+    """Training clips in pixelSplat chunks, with held-out clips elsewhere (a dataset root's test/, or
+    ``eval_data``), are streamed (``chunk_stream.ChunkStream``: chunk files listed, not opened, at start-up; one
+    chunk per worker; JPEGs decoded in the workers). False: every chunk is read at start-up and frames cached."""
 
 
 def split_clips(clips: List[Clip], fraction: float) -> Tuple[List[Clip], List[Clip]]:
@@ -115,6 +123,32 @@ class ClipFramesView(torch.utils.data.Dataset):
         return {"image": torch.from_numpy(image).float() / 255.0, "image_idx": i}
 
 
+def dataset_splits(root: Path) -> Optional[Tuple[Path, Path]]:
+    """(train, test) folders of a dataset root laid out as pixelSplat's (``root/train``, ``root/test``), else None.
+    A root with ``test/`` but no ``train/`` is refused: training on it would train on the test scenes."""
+    if not root.is_dir() or not (root / "test").is_dir():
+        return None
+    if not (root / "train").is_dir():
+        raise PensieveInputError(root, "has test/ but no train/: give the training folder itself as --data")
+    return root / "train", root / "test"
+
+
+def global_rank(local_rank: int, world_size: int = 1) -> Tuple[int, int]:
+    """(rank, world size) of this process over every machine: the process group's where there is one (the
+    pipeline builds the DataManager with world_size 1 and wraps DDP itself), else the values given."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return local_rank, world_size
+
+
+def rank_seed(seed: int, local_rank: int) -> int:
+    """The sampler seed of this process: ``seed`` + its GLOBAL rank (two machines have the same local ranks, so
+    local ranks would draw the same clips on both)."""
+    return seed + global_rank(local_rank)[0]
+
+
 class PensieveDataManager(DataManager):
     """Yields clip samples for the feed-forward model; see the module docstring for the contract."""
 
@@ -142,10 +176,23 @@ class PensieveDataManager(DataManager):
         cfg = self.config
         if cfg.data is None:
             raise PensieveInputError(None, "no data given: pass --data PATH (a video, image folder(s), scene or chunks)")
-        clips = find_clips(cfg.data, cfg.reader, cfg.video_stride, cfg.video_max_frames)
-        if cfg.eval_data is not None:
-            train, held = clips, find_clips(cfg.eval_data, cfg.reader, cfg.video_stride, cfg.video_max_frames)
+        find = lambda path: find_clips(path, cfg.reader, cfg.video_stride, cfg.video_max_frames)  # noqa: E731
+        split = dataset_splits(Path(cfg.data))
+        train_path = split[0] if split is not None else Path(cfg.data)
+        self.train_files = None
+        if cfg.stream_chunks and cfg.reader in ("auto", "chunks") and is_chunk_folder(train_path) and (
+            split is not None or cfg.eval_data is not None
+        ):  # streamed: only the chunk files are listed now; one clip is read for the viewer's frame list
+            self.train_files = chunk_files(train_path)
+            train = [chunk_file_clips(self.train_files[0])[0]]
+            held = find(cfg.eval_data) if cfg.eval_data is not None else find(split[1])
+        elif split is not None:  # a dataset root: train on train/ only; evaluate on test/ unless told otherwise
+            train = find(split[0])
+            held = find(cfg.eval_data) if cfg.eval_data is not None else find(split[1])
+        elif cfg.eval_data is not None:
+            train, held = find(cfg.data), find(cfg.eval_data)
         else:
+            clips = find(cfg.data)
             train, held = split_clips(clips, cfg.eval_fraction)
             if not held:
                 warnings.warn(
@@ -168,10 +215,20 @@ class PensieveDataManager(DataManager):
 
     def setup_train(self) -> None:
         cfg = self.config
+        self.train_stream = None
+        if self.train_files is not None:
+            rank, world = global_rank(self.local_rank, self.world_size)
+            self.train_stream = ChunkStream(self.train_files, cfg.image_size, cfg.batch_size, cfg.sampler, cfg.seed,
+                                            rank=rank, world_size=world)
+            self._train_loader = torch.utils.data.DataLoader(
+                self.train_stream, batch_size=None, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0
+            )
+            self._train_iter = None
+            return
         if self.train_frames.nbytes() <= self.train_frames.cache_bytes:
             self.train_frames.preload(progress=True)
         self.train_batch_sampler = TrainBatchSampler(
-            [c.num_frames for c in self.train_frames.clips], cfg.batch_size, cfg.sampler, seed=cfg.seed + self.local_rank
+            [c.num_frames for c in self.train_frames.clips], cfg.batch_size, cfg.sampler, seed=rank_seed(cfg.seed, self.local_rank)
         )
         self._train_loader = torch.utils.data.DataLoader(
             ClipSampleDataset(self.train_frames, cfg.sampler.context_weight, cfg.sampler.target_weight),
@@ -192,7 +249,10 @@ class PensieveDataManager(DataManager):
 
     def next_train(self, step: int) -> Tuple[Cameras, Dict[str, torch.Tensor]]:
         self.train_count += 1
-        self.train_batch_sampler.step = step
+        if self.train_stream is not None:
+            self.train_stream.step.value = step
+        else:
+            self.train_batch_sampler.step = step
         if self._train_iter is None:
             self._train_iter = iter(self._train_loader)
         batch = self._to_device(next(self._train_iter))

@@ -260,7 +260,7 @@ def stream_frames(clip: Clip, indices: Sequence[int]) -> Iterator[Tuple[int, np.
 
 
 # --------------------------------------------------------------------------------------------- chunks
-def _load_chunk(path: Path) -> list:
+def load_chunk(path: Path) -> list:
     import torch
 
     try:
@@ -296,18 +296,26 @@ def chunk_clips(folder: Path) -> List[Clip]:
     return clips
 
 
+def chunk_has_cameras(scene: dict) -> bool:
+    """Whether a chunk scene carries cameras: ``pensieve-data pack`` writes zeros and ``cameras_known: False`` for
+    sources without them."""
+    return bool(scene.get("cameras_known", True)) and bool(scene["cameras"].abs().sum() > 0)
+
+
 def chunk_file_clips(chunk_path: Path) -> List[Clip]:
     """One pixelSplat chunk file -> one clip per scene with frames."""
     clips = []
-    for scene in _load_chunk(chunk_path):
+    for scene in load_chunk(chunk_path):
         images = scene["images"]
         if len(images) == 0:
             continue
         first = load_image_rgb8(bytes(images[0].numpy().tobytes()), f"{chunk_path}:{scene['key']}[0]")
         h, w = first.shape[:2]
-        c2w, K = pixelsplat_camera_to_opencv(scene["cameras"].numpy(), w, h)
+        gt = None
+        if chunk_has_cameras(scene):
+            gt = GroundTruth(*pixelsplat_camera_to_opencv(scene["cameras"].numpy(), w, h))
         reader = _chunk_reader(chunk_path, str(scene["key"]))
-        clips.append(Clip(str(scene["key"]), "chunks", chunk_path, len(images), (h, w), reader, gt=GroundTruth(c2w, K)))
+        clips.append(Clip(str(scene["key"]), "chunks", chunk_path, len(images), (h, w), reader, gt=gt))
     return clips
 
 
@@ -318,7 +326,7 @@ def _chunk_reader(chunk_path: Path, key: str) -> Callable[[Sequence[int]], List[
     def read(indices: Sequence[int]) -> List[np.ndarray]:
         if chunk_path not in _CHUNK_CACHE:  # one chunk held per process: scenes of a chunk are read together
             _CHUNK_CACHE.clear()
-            _CHUNK_CACHE[chunk_path] = _load_chunk(chunk_path)
+            _CHUNK_CACHE[chunk_path] = load_chunk(chunk_path)
         scene = next(s for s in _CHUNK_CACHE[chunk_path] if str(s["key"]) == key)
         return [load_image_rgb8(bytes(scene["images"][i].numpy().tobytes()), f"{key}[{i}]") for i in indices]
 
