@@ -161,3 +161,26 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, scenes, cap
     assert not any((tmp_path / f"o{k}").exists() for k in range(1, 7))
     assert not list(tmp_path.glob(".*"))  # no staging folder left behind
     assert [p.name for p in full.iterdir()] == ["keep.txt"] and (full / "keep.txt").read_text() == "mine"
+
+
+def test_a_packed_dataset_root_trains_a_step(scenes, tmp_path):
+    """pack (train and test splits) -> the DataManager streams train/ and evaluates test/ -> one training step of
+    the tiny model with finite loss and gradients."""
+    from pensieve_ns.method_configs import stage1_config
+
+    root = tmp_path / "root"
+    root.mkdir()
+    for split in ("train", "test"):  # OUT must be new: pack each split apart, then gather them under one root
+        done = run("pack", scenes, tmp_path / split, "--split", split)
+        assert done.returncode == 0, done.stderr
+        (tmp_path / split / split).rename(root / split)
+    config = stage1_config("tiny").pipeline
+    config.datamanager.data, config.datamanager.image_size, config.datamanager.batch_size = root, (32, 32), 2
+    config.datamanager.sampler.window_frames, config.datamanager.sampler.max_gap = 3, 2
+    dm = config.datamanager.setup(device="cpu")
+    assert dm.train_stream is not None and {c.name for c in dm.eval_frames.clips}
+    _, batch = dm.next_train(0)
+    model = config.model.setup(scene_box=None, num_train_data=1, metadata={}, device="cpu")
+    loss = sum(model.get_loss_dict(model(batch), batch).values())
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
