@@ -10,10 +10,16 @@ import re
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from pensieve_ns.errors import PensieveInputError
+
+# nerfstudio's schedulers put numpy scalars into checkpoints once the cosine decay starts, which torch >= 2.6
+# refuses to unpickle with weights_only=True (nerfstudio issue #3683): allow exactly those types. Here, because every
+# loader of a run imports this module (ns-* commands through the method configs, the pensieve-* commands directly).
+torch.serialization.add_safe_globals([np.core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in ("float64", "float32", "int64")}])
 
 STAGE1_MODULES = ("encoder.", "camera_head.", "lvsm.")  # what stage 2 takes over (docs/method.md §2.3)
 STAGE2_MODULES = STAGE1_MODULES + ("gaussian_head.",)  # what the DL3DV fine-tune takes from a stage-2 run

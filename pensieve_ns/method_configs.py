@@ -14,15 +14,9 @@ Imported by nerfstudio while it builds its CLI: keep imports cheap and never imp
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 from nerfstudio.plugins.types import MethodSpecification
 
 from pensieve_ns.presets import PRESETS, stage1_config, stage2_config  # noqa: F401  (re-exported)
-
-# nerfstudio's schedulers put numpy scalars into checkpoints, which torch >= 2.6 refuses to unpickle with
-# weights_only=True (nerfstudio issue #3683): allow exactly those types.
-torch.serialization.add_safe_globals([np.core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in ("float64", "float32", "int64")}])
 
 pensieve_stage1 = MethodSpecification(
     config=stage1_config("tiny"),

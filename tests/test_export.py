@@ -268,3 +268,21 @@ def test_chained_windows_recover_a_trajectory_seen_in_other_frames_and_scales():
             part = apply_similarity(part, float(torch.rand(1)) * 3 + 0.2, R, torch.randn(3, dtype=torch.float64))
         windows.append(part)
     assert torch.allclose(chain_windows(windows, starts), truth, atol=1e-9)
+
+
+def test_a_checkpoint_with_numpy_scheduler_state_loads_in_a_fresh_process(tmp_path):
+    """Past the warm-up nerfstudio's cosine scheduler stores numpy floats; torch >= 2.6 loads checkpoints with
+    weights_only=True. ``pensieve-eval`` / ``pensieve-reconstruct`` import only what they need, so the allow-list
+    must come with the checkpoint loader itself (a 150-step demo run once failed here)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    ckpt = tmp_path / "nerfstudio_models" / "step-000000150.ckpt"
+    ckpt.parent.mkdir()
+    torch.save({"step": 150, "pipeline": {"_model.w": torch.ones(2)},
+                "schedulers": {"model": {"_last_lr": [np.float64(1e-4)], "base_lrs": [np.float32(3e-4)]}}}, ckpt)
+    code = f"from pensieve_ns.checkpoints import load_model_state; print(sorted(load_model_state(__import__('pathlib').Path('{ckpt}'))))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "['w']" in run.stdout, run.stderr[-2000:]
