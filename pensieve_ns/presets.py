@@ -171,7 +171,8 @@ def paper_schedule(counters: PaperCounters) -> Schedule:
 def re10k() -> Preset:
     """The paper on RealEstate10K (docs/method.md §1-2): 256x256 (resize and centre crop), 7-frame windows with gaps
     12-48, 2 clips per GPU with gradient accumulation 4; stage 2 adds one Gaussian per pixel, footprints 0.5-15,
-    depth projection 1 decaying by 600k iterations, smoothness 1e-3, and the gap warm-up 4 -> 48 over 20k."""
+    depth projection 1 decaying by 600k iterations, smoothness 1e-3, and the gap warm-up 4 -> 48 over 20k.
+    ``tiles_per_chunk`` only bounds the CPU renderer's memory (gsplat ignores it)."""
     c = RE10K
     data = PensieveDataManagerConfig(
         image_size=(256, 256), batch_size=c.batch_per_gpu,
@@ -180,7 +181,7 @@ def re10k() -> Preset:
 
     def stage2(m: PensieveModelConfig) -> PensieveStage2ModelConfig:
         return extend_to_stage2(m, gaussian_head=GaussianHeadConfig(hidden=512, stride=1, footprint=(0.5, 15.0)),
-                                tile_size=16, depth_projection_weight=1.0,
+                                tile_size=16, tiles_per_chunk=64, depth_projection_weight=1.0,
                                 depth_projection_max_step=c.depth_projection_iterations, depth_smooth_weight=0.001)
 
     return Preset(paper_vits(PensieveModelConfig()), data, paper_schedule(c), stage2, paper_schedule(c),
@@ -199,7 +200,7 @@ def dl3dv() -> Preset:
 
     def stage2(m: PensieveModelConfig) -> PensieveStage2ModelConfig:
         return extend_to_stage2(m, gaussian_head=GaussianHeadConfig(hidden=512, stride=1, footprint=(0.5, 15.0)),
-                                tile_size=16, depth_projection_weight=1.0,
+                                tile_size=16, tiles_per_chunk=64, depth_projection_weight=1.0,
                                 depth_projection_max_step=c.depth_projection_iterations, depth_smooth_weight=0.0002)
 
     return Preset(paper_vits(PensieveModelConfig()), data, paper_schedule(c), stage2, paper_schedule(c),

@@ -66,6 +66,9 @@ class PensieveStage2ModelConfig(PensieveModelConfig):
     renderer: Literal["auto", "torch", "gsplat"] = "auto"
     """Splat backend: 'auto' uses gsplat on CUDA and the tiled PyTorch renderer elsewhere."""
     tile_size: int = 16
+    tiles_per_chunk: int = 0
+    """Tiled CPU renderer: composite this many tiles at a time under gradient checkpointing, which bounds the
+    memory of a backward pass (0: every tile at once, fastest while it fits). Ignored by gsplat."""
     depth_projection_weight: float = 1.0
     depth_projection_max_step: int = 600000
     """The depth projection loss decays linearly to 0 at this training step."""
@@ -157,7 +160,8 @@ class PensieveModel(SceneMixin, SplatfactoModel):
         w2c = invert_rigid(c2w_opencv)
         renders = [
             render(gs.means[b], gs.quats[b], gs.scales[b], gs.opacities[b], gs.colors[b], w2c[b], K[b], W, H,
-                   background=background[b], backend=self.config.renderer, tile_size=self.config.tile_size)
+                   background=background[b], backend=self.config.renderer, tile_size=self.config.tile_size,
+                   tiles_per_chunk=self.config.tiles_per_chunk)
             for b in range(c2w_opencv.shape[0])
         ]
         return tuple(torch.stack(x) for x in zip(*renders))

@@ -127,7 +127,7 @@ class SceneMixin:
         rgb, alpha, depth = render(
             self.scene_means, self.scene_quats, torch.exp(self.scene_log_scales), torch.sigmoid(self.scene_opacity_logits[:, 0]),
             self.colors, invert_rigid(c2w_opencv), K, width, height, background=background,
-            backend=self.config.renderer, tile_size=self.config.tile_size,
+            backend=self.config.renderer, tile_size=self.config.tile_size, tiles_per_chunk=self.config.tiles_per_chunk,
         )
         return {"rgb": rgb, "alpha": alpha, "depth": depth}
 
