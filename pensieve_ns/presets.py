@@ -168,43 +168,40 @@ def paper_schedule(counters: PaperCounters) -> Schedule:
                     save_every=2000)
 
 
-def re10k() -> Preset:
-    """The paper on RealEstate10K (docs/method.md §1-2): 256x256 (resize and centre crop), 7-frame windows with gaps
-    12-48, 2 clips per GPU with gradient accumulation 4; stage 2 adds one Gaussian per pixel, footprints 0.5-15,
-    depth projection 1 decaying by 600k iterations, smoothness 1e-3, and the gap warm-up 4 -> 48 over 20k.
-    ``tiles_per_chunk`` only bounds the CPU renderer's memory (gsplat ignores it)."""
-    c = RE10K
-    data = PensieveDataManagerConfig(
-        image_size=(256, 256), batch_size=c.batch_per_gpu,
-        sampler=ClipSamplerConfig(window_frames=7, min_views=2, max_context=6, min_gap=12, max_gap=48, eval_views=5),
-    )
+def paper_preset(c: PaperCounters, data: PensieveDataManagerConfig, smooth_weight: float, **preset) -> Preset:
+    """The paper's model and schedule for ``c``; stage 2 adds one Gaussian per pixel, footprints 0.5-15, depth
+    projection 1 decaying by ``c``'s iterations and smoothness ``smooth_weight``. ``tiles_per_chunk`` only bounds
+    the CPU renderer's memory (gsplat ignores it)."""
 
     def stage2(m: PensieveModelConfig) -> PensieveStage2ModelConfig:
         return extend_to_stage2(m, gaussian_head=GaussianHeadConfig(hidden=512, stride=1, footprint=(0.5, 15.0)),
                                 tile_size=16, tiles_per_chunk=64, depth_projection_weight=1.0,
-                                depth_projection_max_step=c.depth_projection_iterations, depth_smooth_weight=0.001)
+                                depth_projection_max_step=c.depth_projection_iterations, depth_smooth_weight=smooth_weight)
 
     return Preset(paper_vits(PensieveModelConfig()), data, paper_schedule(c), stage2, paper_schedule(c),
-                  gap_warmup=(c.gap_warmup_start, c.gap_warmup_iterations), accumulation=c.accumulation)
+                  accumulation=c.accumulation, **preset)
+
+
+def re10k() -> Preset:
+    """The paper on RealEstate10K (docs/method.md §1-2): 256x256 (resize and centre crop), 7-frame windows with gaps
+    12-48, 2 clips per GPU with gradient accumulation 4; stage 2: smoothness 1e-3, depth projection decaying by 600k
+    iterations, and the gap warm-up 4 -> 48 over 20k."""
+    data = PensieveDataManagerConfig(
+        image_size=(256, 256), batch_size=RE10K.batch_per_gpu,
+        sampler=ClipSamplerConfig(window_frames=7, min_views=2, max_context=6, min_gap=12, max_gap=48, eval_views=5),
+    )
+    return paper_preset(RE10K, data, 0.001, gap_warmup=(RE10K.gap_warmup_start, RE10K.gap_warmup_iterations))
 
 
 def dl3dv() -> Preset:
     """The paper's DL3DV fine-tune (docs/method.md §2): from a RealEstate10K stage-2 run (every module), 256x448
     frames, 5-frame windows with gaps 1-4, no warm-up, depth projection decaying by 48k iterations, smoothness
     2e-4. Stage 2 only (``pensieve-stage2-dl3dv``)."""
-    c = DL3DV
     data = PensieveDataManagerConfig(
-        image_size=(256, 448), batch_size=c.batch_per_gpu,
+        image_size=(256, 448), batch_size=DL3DV.batch_per_gpu,
         sampler=ClipSamplerConfig(window_frames=5, min_views=2, max_context=4, min_gap=1, max_gap=4, eval_views=5),
     )
-
-    def stage2(m: PensieveModelConfig) -> PensieveStage2ModelConfig:
-        return extend_to_stage2(m, gaussian_head=GaussianHeadConfig(hidden=512, stride=1, footprint=(0.5, 15.0)),
-                                tile_size=16, tiles_per_chunk=64, depth_projection_weight=1.0,
-                                depth_projection_max_step=c.depth_projection_iterations, depth_smooth_weight=0.0002)
-
-    return Preset(paper_vits(PensieveModelConfig()), data, paper_schedule(c), stage2, paper_schedule(c),
-                  gap_warmup=None, accumulation=c.accumulation, stage2_start=STAGE2_MODULES)
+    return paper_preset(DL3DV, data, 0.0002, gap_warmup=None, stage2_start=STAGE2_MODULES)
 
 
 PRESETS: Dict[str, Callable[[], Preset]] = {"tiny": tiny, "flow64": flow64, "re10k": re10k, "dl3dv": dl3dv}

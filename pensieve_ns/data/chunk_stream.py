@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from pensieve_ns.cameras import pixelsplat_camera_to_opencv
-from pensieve_ns.data.frames import fit_matrix, load_image_rgb8, resize_center_crop
-from pensieve_ns.data.sampler import ClipSamplerConfig, arrange_views, largest_gap, loss_weights, sample_window
-from pensieve_ns.data.sources import chunk_has_cameras, load_chunk
+from pensieve_ns.data.dataset import sample_item
+from pensieve_ns.data.frames import fit_matrix, resize_center_crop
+from pensieve_ns.data.sampler import ClipSamplerConfig, draw_shape, draw_views
+from pensieve_ns.data.sources import chunk_has_cameras, decode_chunk_frames, load_chunk
 from pensieve_ns.errors import DataWarning, PensieveInputError
 
 
@@ -103,16 +104,12 @@ class ChunkStream(torch.utils.data.IterableDataset):
                       "loader worker", DataWarning, stacklevel=2)
 
     def _batch(self, scenes: List[dict], rng: np.random.Generator, path: Path) -> Optional[Dict[str, torch.Tensor]]:
-        cfg = self.sampler
-        num_views = int(rng.integers(cfg.min_views, cfg.window_frames + 1))
-        num_context = int(rng.integers(1, min(cfg.max_context, num_views - 1) + 1))
-        max_gap = largest_gap(cfg, int(self.step.value))
+        shape = draw_shape(self.sampler, int(self.step.value), rng)
         items = []
         for scene in scenes:
-            window = sample_window(len(scene["images"]), cfg.window_frames, min(cfg.min_gap, max_gap), max_gap, rng)
-            frames, context = arrange_views(window, num_views, num_context, cfg.shuffle_order, rng)
+            frames, context = draw_views(len(scene["images"]), self.sampler, shape, rng)
             try:
-                items.append(self._item(scene, [int(f) for f in frames], [int(c) for c in context]))
+                items.append(self._item(scene, list(frames), list(context)))
             except PensieveInputError as err:  # a corrupt JPEG: this clip goes, the run goes on
                 self._skip(path, scene, err.problem)
         if len(items) < len(scenes):
@@ -120,21 +117,11 @@ class ChunkStream(torch.utils.data.IterableDataset):
         return {k: torch.stack([item[k] for item in items]) for k in items[0]}
 
     def _item(self, scene: dict, frames: List[int], context: List[int]) -> Dict[str, torch.Tensor]:
-        key = str(scene["key"])
-        raw = [load_image_rgb8(bytes(scene["images"][i].numpy().tobytes()), f"{key}[{i}]") for i in frames]
+        raw = decode_chunk_frames(scene, frames)
         h, w = raw[0].shape[:2]
         images = np.stack([resize_center_crop(f, self.out_hw) for f in raw])
-        has_gt = chunk_has_cameras(scene)
-        c2w, K = pixelsplat_camera_to_opencv(scene["cameras"].numpy()[frames], w, h) if has_gt else (
-            np.zeros((len(frames), 4, 4)), np.zeros((len(frames), 3, 3)))
-        return {
-            "images": torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0),
-            "context": torch.tensor(context, dtype=torch.long),
-            "loss_weights": torch.from_numpy(
-                loss_weights(len(frames), context, self.sampler.context_weight, self.sampler.target_weight)),
-            "frame_index": torch.tensor(frames, dtype=torch.long),
-            "has_gt": torch.tensor(has_gt),
-            "gt_c2w_opencv": torch.from_numpy(c2w).float(),
-            "gt_K": torch.from_numpy(fit_matrix((h, w), self.out_hw) @ K).float(),
-        }
-
+        c2w = K = None
+        if chunk_has_cameras(scene):
+            c2w, K = pixelsplat_camera_to_opencv(scene["cameras"].numpy()[frames], w, h)
+            K = fit_matrix((h, w), self.out_hw) @ K
+        return sample_item(images, frames, context, self.sampler.context_weight, self.sampler.target_weight, c2w, K)

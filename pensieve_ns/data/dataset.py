@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -85,6 +85,25 @@ class ClipFrames:
             self.frames(k, range(self.clips[k].num_frames))
 
 
+def sample_item(
+    images: UInt8[np.ndarray, "L H W 3"], frames: Sequence[int], context: Sequence[int], context_weight: float,
+    target_weight: float, c2w_opencv: Optional[np.ndarray] = None, K: Optional[np.ndarray] = None,
+) -> Dict[str, torch.Tensor]:
+    """One clip sample as tensors (the fields of ``ClipSampleDataset`` items but ``clip_index``); ground truth
+    ``c2w_opencv`` [L, 4, 4] and ``K`` [L, 3, 3] (pixels of ``images``) where known, zeros otherwise."""
+    L = len(frames)
+    known = c2w_opencv is not None
+    return {
+        "images": torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0),
+        "context": torch.tensor(context, dtype=torch.long),
+        "loss_weights": torch.from_numpy(loss_weights(L, context, context_weight, target_weight)),
+        "frame_index": torch.tensor(frames, dtype=torch.long),
+        "has_gt": torch.tensor(known),
+        "gt_c2w_opencv": torch.from_numpy(c2w_opencv).float() if known else torch.zeros(L, 4, 4),
+        "gt_K": torch.from_numpy(K).float() if known else torch.zeros(L, 3, 3),
+    }
+
+
 class ClipSampleDataset(torch.utils.data.Dataset):
     """Map-style dataset indexed by ``SampleSpec``: returns one clip sample as tensors.
 
@@ -101,24 +120,11 @@ class ClipSampleDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, spec: SampleSpec) -> Dict[str, torch.Tensor]:
         clip_idx, frame_ids, context = spec
-        images = self.frames.frames(clip_idx, frame_ids)
-        num_views = len(frame_ids)
-        weights = torch.from_numpy(loss_weights(num_views, context, self.context_weight, self.target_weight))
-        clip = self.frames.clips[clip_idx]
-        item = {
-            "images": torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0),
-            "context": torch.tensor(context, dtype=torch.long),
-            "loss_weights": weights,
-            "frame_index": torch.tensor(frame_ids, dtype=torch.long),
-            "clip_index": torch.tensor(clip_idx, dtype=torch.long),
-            "has_gt": torch.tensor(clip.gt is not None),
-            "gt_c2w_opencv": torch.zeros(num_views, 4, 4),
-            "gt_K": torch.zeros(num_views, 3, 3),
-        }
-        if clip.gt is not None:
-            ids = list(frame_ids)
-            item["gt_c2w_opencv"] = torch.from_numpy(clip.gt.c2w_opencv[ids]).float()
-            item["gt_K"] = torch.from_numpy(self.frames.gt_K[clip_idx][ids]).float()
+        gt, ids = self.frames.clips[clip_idx].gt, list(frame_ids)
+        item = sample_item(self.frames.frames(clip_idx, frame_ids), frame_ids, context, self.context_weight,
+                           self.target_weight, gt.c2w_opencv[ids] if gt is not None else None,
+                           self.frames.gt_K[clip_idx][ids] if gt is not None else None)
+        item["clip_index"] = torch.tensor(clip_idx, dtype=torch.long)
         return item
 
     def __len__(self) -> int:  # a map-style dataset must say something; specs come from a batch sampler

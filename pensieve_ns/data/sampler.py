@@ -79,6 +79,24 @@ def sample_window(
     return start + np.concatenate([[0], np.cumsum(gaps)])
 
 
+def draw_shape(config: ClipSamplerConfig, step: int, rng: np.random.Generator) -> Tuple[int, int, int, int]:
+    """What every clip of one batch shares: views L, context frames G, and the gap range (min, max) at ``step``."""
+    num_views = int(rng.integers(config.min_views, config.window_frames + 1))
+    num_context = int(rng.integers(1, min(config.max_context, num_views - 1) + 1))
+    max_gap = largest_gap(config, step)
+    return num_views, num_context, min(config.min_gap, max_gap), max_gap
+
+
+def draw_views(
+    num_frames: int, config: ClipSamplerConfig, shape: Tuple[int, int, int, int], rng: np.random.Generator
+) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """One clip's frames (in the order the model sees them) and context positions, for a batch of ``shape``."""
+    num_views, num_context, min_gap, max_gap = shape
+    window = sample_window(num_frames, config.window_frames, min_gap, max_gap, rng)
+    frames, context = arrange_views(window, num_views, num_context, config.shuffle_order, rng)
+    return tuple(int(f) for f in frames), tuple(int(c) for c in context)
+
+
 class SampleSpec(NamedTuple):
     """What one clip contributes to a step: frames in the order the model sees them, and which are context."""
 
@@ -121,17 +139,9 @@ class TrainBatchSampler:
         self.step = 0
 
     def draw(self) -> List[SampleSpec]:
-        cfg, rng = self.config, self.rng
-        num_views = int(rng.integers(cfg.min_views, cfg.window_frames + 1))
-        num_context = int(rng.integers(1, min(cfg.max_context, num_views - 1) + 1))
-        max_gap = largest_gap(cfg, self.step)
-        min_gap = min(cfg.min_gap, max_gap)
-        batch = []
-        for clip in rng.integers(0, len(self.clip_lengths), size=self.batch_size):
-            window = sample_window(int(self.clip_lengths[clip]), cfg.window_frames, min_gap, max_gap, rng)
-            frames, context = arrange_views(window, num_views, num_context, cfg.shuffle_order, rng)
-            batch.append(SampleSpec(int(clip), tuple(int(f) for f in frames), tuple(int(c) for c in context)))
-        return batch
+        shape = draw_shape(self.config, self.step, self.rng)
+        clips = self.rng.integers(0, len(self.clip_lengths), size=self.batch_size)
+        return [SampleSpec(int(c), *draw_views(int(self.clip_lengths[c]), self.config, shape, self.rng)) for c in clips]
 
     def __iter__(self) -> Iterator[List[SampleSpec]]:
         while True:

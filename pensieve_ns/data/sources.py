@@ -302,6 +302,11 @@ def chunk_has_cameras(scene: dict) -> bool:
     return bool(scene.get("cameras_known", True)) and bool(scene["cameras"].abs().sum() > 0)
 
 
+def decode_chunk_frames(scene: dict, indices: Sequence[int], where: str = "") -> List[np.ndarray]:
+    """RGB uint8 frames of a chunk scene (its JPEG bytes); a bad one raises PensieveInputError naming it."""
+    return [load_image_rgb8(bytes(scene["images"][i].numpy().tobytes()), f"{where}{scene['key']}[{i}]") for i in indices]
+
+
 def chunk_file_clips(chunk_path: Path) -> List[Clip]:
     """One pixelSplat chunk file -> one clip per scene with frames."""
     clips = []
@@ -309,7 +314,7 @@ def chunk_file_clips(chunk_path: Path) -> List[Clip]:
         images = scene["images"]
         if len(images) == 0:
             continue
-        first = load_image_rgb8(bytes(images[0].numpy().tobytes()), f"{chunk_path}:{scene['key']}[0]")
+        first = decode_chunk_frames(scene, [0], f"{chunk_path}:")[0]
         h, w = first.shape[:2]
         gt = None
         if chunk_has_cameras(scene):
@@ -328,7 +333,7 @@ def _chunk_reader(chunk_path: Path, key: str) -> Callable[[Sequence[int]], List[
             _CHUNK_CACHE.clear()
             _CHUNK_CACHE[chunk_path] = load_chunk(chunk_path)
         scene = next(s for s in _CHUNK_CACHE[chunk_path] if str(s["key"]) == key)
-        return [load_image_rgb8(bytes(scene["images"][i].numpy().tobytes()), f"{key}[{i}]") for i in indices]
+        return decode_chunk_frames(scene, indices)
 
     return read
 
